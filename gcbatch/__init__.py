@@ -1,0 +1,3 @@
+"""gcbatch: declarative, idempotent batches of Grand Challenge algorithm jobs."""
+
+__version__ = "0.1.0"
