@@ -22,10 +22,12 @@ and is reported as such (exit 1, with a short message, never the token).
     │   │   ├── OutOfCreditsError       "You have run out of algorithm credits"
     │   │   ├── TooManyUploadsError     "You have created too many uploads. ..."
     │   │   └── DuplicateJobError       "A result for these inputs ... already exists."
+    │   ├── RateLimitedError            429 (after retries; a job POST is never retried)
     │   └── ServerError                 5xx (after retries, where retrying is allowed)
     ├── TransportError (1)              no answer: connection refused/reset, timeout
     ├── InDoubtError (1)                a job POST got no definite answer
     ├── QuotaStopError (4)              stopped cleanly on a quota (credits)
+    ├── WaitTimeoutError (5)            `wait --timeout` passed before every job ended
     └── InterruptedByUser (130)         Ctrl-C
 """
 
@@ -40,6 +42,7 @@ EXIT_FAILURE = 1
 EXIT_INVALID = 2
 EXIT_CHANGES = 3
 EXIT_QUOTA = 4
+EXIT_TIMEOUT = 5
 EXIT_INTERRUPTED = 130
 
 
@@ -164,6 +167,15 @@ class DuplicateJobError(RequestRejectedError):
     """A job with exactly these (existing) inputs already exists."""
 
 
+class RateLimitedError(ApiError):
+    """429 from the server or the infrastructure in front of it; nothing was done.
+
+    ``retry_after`` is the server's ``Retry-After`` in seconds, when it sent one.
+    """
+
+    retry_after: float | None = None
+
+
 class ServerError(ApiError):
     """5xx (after retrying where that is safe)."""
 
@@ -180,6 +192,16 @@ class QuotaStopError(GcbatchError):
     """gcbatch stopped submitting because a quota (credits) ran out."""
 
     exit_code = EXIT_QUOTA
+
+
+class WaitTimeoutError(GcbatchError):
+    """``gcbatch wait`` gave up: the timeout passed while some jobs were still running.
+
+    Distinct from a failure (exit 1) so a script can tell "still running, wait again"
+    from "something failed"; the statuses seen so far were recorded in the lockfile.
+    """
+
+    exit_code = EXIT_TIMEOUT
 
 
 class InterruptedByUser(GcbatchError):

@@ -5,7 +5,8 @@ the result. Errors are mapped to exit codes here, in one place (:func:`main`), f
 :attr:`gcbatch.errors.GcbatchError.exit_code`:
 
 0 success · 1 runtime failure · 2 invalid usage, manifest or lockfile ·
-3 ``plan --detailed-exitcode`` found changes · 4 stopped by a quota · 130 Ctrl-C.
+3 ``plan --detailed-exitcode`` found changes · 4 stopped by a quota ·
+5 ``wait --timeout`` passed before every job ended · 130 Ctrl-C.
 
 Command modules live beside this file (``validate.py``, ``plan.py``, ``apply.py``, ...) and
 are listed in ``_COMMAND_MODULES``; a module exports ``COMMANDS``, a list of click commands.
@@ -68,7 +69,8 @@ def cli() -> None:
 
     \b
     Exit codes: 0 ok, 1 runtime failure, 2 invalid input (nothing was sent),
-    3 plan found changes (with --detailed-exitcode), 4 stopped by a quota, 130 Ctrl-C.
+    3 plan found changes (with --detailed-exitcode), 4 stopped by a quota,
+    5 wait timed out with jobs still running, 130 Ctrl-C.
     """
 
 

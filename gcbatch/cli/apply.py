@@ -1,0 +1,144 @@
+"""``gcbatch apply MANIFEST``: upload and submit, exactly once; safe to re-run at any time.
+
+Thin: parse flags → connect → :func:`gcbatch.executor.apply_manifest` → render the summary
+→ exit code (0 done, 1 some case failed or stays in doubt, 2 invalid input with nothing
+sent, 4 stopped because the credits ran out, 130 Ctrl-C).
+
+Ctrl-C once: no new case starts, requests in flight finish, the lockfile is checkpointed,
+exit 130. Twice: exit at once; the journal already holds every intent, so the next apply
+reconciles whatever was in flight and nothing is lost or duplicated.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import sys
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import click
+
+from gcbatch.cli.common import (
+    ConnectionOptions,
+    Targeting,
+    connection_options,
+    json_option,
+    manifest_argument,
+    target_options,
+)
+from gcbatch.errors import EXIT_INTERRUPTED, ConfigError
+from gcbatch.executor import DEFAULT_CONCURRENCY, ApplyOptions, Executor, apply_manifest
+
+__all__ = ["COMMANDS", "apply"]
+
+
+class _Interrupts:
+    """SIGINT/SIGTERM while apply runs: first → graceful stop; second → exit at once."""
+
+    def __init__(self) -> None:
+        self.executor: Executor | None = None
+        self.count = 0
+        self._previous: dict[int, Any] = {}
+
+    def install(self) -> None:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            # ValueError: not the main thread (a test calling the command in a thread)
+            with contextlib.suppress(ValueError):
+                self._previous[sig] = signal.signal(sig, self._handle)
+
+    def restore(self) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        self.count += 1
+        if self.count >= 2 or self.executor is None:
+            # every intent is already fsynced in the journal: nothing to flush
+            sys.stderr.write("interrupted again: exiting now (the next apply reconciles)\n")
+            sys.stderr.flush()
+            os._exit(EXIT_INTERRUPTED)
+        sys.stderr.write("stopping: finishing what is in flight, then saving the lockfile "
+                         "(Ctrl-C again to exit at once)\n")
+        sys.stderr.flush()
+        self.executor.request_stop()
+
+
+@click.command("apply")
+@manifest_argument
+@connection_options
+@json_option
+@target_options
+@click.option("--concurrency", type=click.IntRange(1, 256), default=DEFAULT_CONCURRENCY,
+              show_default=True, help="Cases worked on at once (uploads and job POSTs).")
+@click.option("--max-active", type=click.IntRange(1, 10_000), default=16, show_default=True,
+              help="Keep at most this many of your jobs active (the platform's limit is 16).")
+@click.option("--replace", is_flag=True,
+              help="Resubmit cases whose inputs changed (the old job stays in the history).")
+@click.option("--retry-failed", is_flag=True,
+              help="Resubmit cases whose job ended Failed or Cancelled (kept in the history).")
+@click.option("--keep-going", is_flag=True,
+              help="Go on with the other cases when one is refused by the server.")
+@click.option("--resubmit-in-doubt", is_flag=True,
+              help="Send in-doubt cases again even when the server shows ambiguous matches.")
+@click.option("--reconcile-wait", type=click.FloatRange(0, 3600), default=60.0, hidden=True,
+              help="Seconds to wait for validating jobs while reconciling.")
+def apply(
+    manifest: Path,
+    connection: ConnectionOptions,
+    as_json: bool,
+    targeting: Targeting,
+    concurrency: int,
+    max_active: int,
+    replace: bool,
+    retry_failed: bool,
+    keep_going: bool,
+    resubmit_in_doubt: bool,
+    reconcile_wait: float,
+) -> int:
+    """Upload inputs and submit one job per case, exactly once.
+
+    Re-running is always safe: cases with a job are left alone, interrupted submissions
+    are reconciled with the server before anything is sent again, and the lockfile
+    (MANIFEST's stem + .lock) records every job as it is created.
+    """
+    from gcbatch.manifest import load_manifest
+    from gcbatch.progress import make_progress
+    from gcbatch.session import connect
+
+    try:
+        options = ApplyOptions(
+            concurrency=concurrency, max_active=max_active, targeting=targeting,
+            replace=replace, keep_going=keep_going, retry_failed=retry_failed,
+            resubmit_in_doubt=resubmit_in_doubt, reconcile_wait=reconcile_wait,
+        )
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    loaded = load_manifest(manifest)
+    interrupts = _Interrupts()
+    progress = make_progress()
+    interrupts.install()
+    try:
+        with connect(connection, manifest, manifest_server=loaded.server) as session:
+
+            def wire(executor: Executor) -> None:
+                interrupts.executor = executor
+                if interrupts.count:
+                    executor.request_stop()
+
+            summary = apply_manifest(manifest, session, options, progress=progress,
+                                     on_executor=wire, manifest=loaded)
+    finally:
+        progress.close()
+        interrupts.restore()
+    if as_json:
+        click.echo(json.dumps(summary.as_json(), indent=2, sort_keys=True))
+    else:
+        click.echo(summary.render())
+    return summary.exit_code
+
+
+COMMANDS = [apply]

@@ -1,0 +1,147 @@
+"""Content hashes of input files: streamed, and cached by (path, size, mtime_ns).
+
+A study can hold terabytes; a no-op ``plan`` must not read them again. :class:`FileHasher`
+keeps a cache (a JSON file, by default ``.gcbatch/hash-cache.json`` beside the manifest)
+mapping an absolute path to ``[size, mtime_ns, digest]``; a file whose size and mtime are
+unchanged is not opened. Files are read in fixed-size chunks, never whole.
+
+The "racily clean" problem (git has it too): a file rewritten with the same size within the
+filesystem's timestamp granularity after we hashed it would keep its old mtime and fool the
+cache. So a file whose mtime is less than :data:`RACY_WINDOW_NS` before the moment we hashed
+it is hashed but not cached; the next run hashes it again, and caches it then.
+
+:class:`HashStats` counts what happened, so callers (and the benchmark) can show that a
+warm run read no file contents.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+CHUNK_SIZE = 1024 * 1024
+RACY_WINDOW_NS = 2_000_000_000
+CACHE_VERSION = 1
+
+
+def sha256_file(path: Path, chunk_size: int = CHUNK_SIZE) -> tuple[str, int]:
+    """``("sha256:<hex>", bytes read)``, reading ``chunk_size`` bytes at a time."""
+    digest = hashlib.sha256()
+    buffer = bytearray(chunk_size)
+    view = memoryview(buffer)
+    total = 0
+    with open(path, "rb", buffering=0) as fh:
+        while True:
+            n = fh.readinto(buffer)
+            if not n:
+                break
+            digest.update(view[:n])
+            total += n
+    return "sha256:" + digest.hexdigest(), total
+
+
+@dataclass
+class HashStats:
+    """What a hasher did: cache hits, files hashed and the bytes read to hash them."""
+
+    hits: int = 0
+    misses: int = 0
+    files_read: int = 0
+    bytes_read: int = 0
+
+    def as_json(self) -> dict[str, int]:
+        return {"hits": self.hits, "misses": self.misses, "files_read": self.files_read,
+                "bytes_read": self.bytes_read}
+
+
+class Hasher(Protocol):
+    """What :func:`gcbatch.sources.expand` needs: a digest for a file."""
+
+    def digest(self, path: Path) -> str: ...
+
+
+class FileHasher:
+    """Streaming sha256 with a stat cache. Thread-safe; call :meth:`save` to persist."""
+
+    def __init__(self, cache_path: Path | None = None) -> None:
+        self.cache_path = cache_path
+        self.stats = HashStats()
+        self._cache: dict[str, list[Any]] = {}
+        self._dirty = False
+        self._lock = threading.Lock()
+        if cache_path is not None:
+            self._cache = _read_cache(cache_path)
+
+    def digest(self, path: Path) -> str:
+        key = os.fspath(path)
+        st = os.stat(key)
+        with self._lock:
+            cached = self._cache.get(key)
+            if cached is not None and cached[0] == st.st_size and cached[1] == st.st_mtime_ns:
+                self.stats.hits += 1
+                return str(cached[2])
+            self.stats.misses += 1
+        started = time.time_ns()
+        digest, n = sha256_file(path)
+        after = os.stat(key)
+        with self._lock:
+            self.stats.files_read += 1
+            self.stats.bytes_read += n
+            unchanged = (after.st_size, after.st_mtime_ns) == (st.st_size, st.st_mtime_ns)
+            if unchanged and started - st.st_mtime_ns >= RACY_WINDOW_NS:
+                self._cache[key] = [st.st_size, st.st_mtime_ns, digest]
+                self._dirty = True
+        return digest
+
+    def save(self) -> None:
+        """Write the cache (atomically) if it changed; a cache we cannot write is skipped."""
+        if self.cache_path is None or not self._dirty:
+            return
+        from gcbatch.lockfile import atomic_write_text
+
+        with self._lock:
+            text = json.dumps({"version": CACHE_VERSION, "files": self._cache},
+                              separators=(",", ":"), sort_keys=True)
+            self._dirty = False
+        with contextlib.suppress(OSError):  # a read-only checkout still works, only slower
+            self.cache_path.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(self.cache_path, text)
+
+
+def _read_cache(path: Path) -> dict[str, list[Any]]:
+    """A missing, unreadable or foreign cache is an empty one (it is only a cache)."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(data, dict) or data.get("version") != CACHE_VERSION:
+        return {}
+    files = data.get("files")
+    if not isinstance(files, dict):
+        return {}
+    return {
+        k: v for k, v in files.items()
+        if isinstance(v, list) and len(v) == 3 and isinstance(v[2], str)
+    }
+
+
+def default_cache_path(manifest: Path) -> Path:
+    """``.gcbatch/hash-cache.json`` beside the manifest (``.gcbatch/`` is gcbatch's state)."""
+    return manifest.parent / ".gcbatch" / "hash-cache.json"
+
+
+def canonical_json(value: Any) -> str:
+    """The canonical JSON text of a value: sorted keys, no spaces, UTF-8, no NaN."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
+                      allow_nan=False)
+
+
+def sha256_text(text: str) -> str:
+    return "sha256:" + hashlib.sha256(text.encode("utf-8")).hexdigest()

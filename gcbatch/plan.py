@@ -1,0 +1,205 @@
+"""What ``apply`` would do, case by case, with the reason: a pure function of values.
+
+:func:`make_plan` takes the expanded cases, the lockfile (or None) and optionally a
+:class:`ServerView` (what the server said: job statuses, the algorithm's interfaces, and
+anything the online preflight found), and returns a :class:`Plan`. No I/O: the CLI and the
+executor gather the inputs; tests drive it with tables.
+
+Actions (``Action.kind`` and its symbol):
+
+``submit`` (+)        no job yet for this case
+``resubmit`` (~)      the inputs changed since the job was submitted (``changed`` names the
+                      sockets); apply only does it with ``--replace``
+``unchanged`` (=)     the job was submitted with these inputs
+``orphan`` (-)        in the lockfile, no longer in the manifest (apply leaves it alone)
+``in_doubt`` (?)      a submission was started and its outcome is unknown; apply reconciles
+``blocked`` (!)       the server says this case cannot run as written (``reason``)
+``needs_server`` (…)  an archive generator: its cases are only known online
+``retry_failed`` (↻)  the job ended Failed/Cancelled and ``retry_failed`` was asked for
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from gcbatch.lockfile import CaseEntry, Lockfile
+from gcbatch.sources import Case, PendingGenerator
+
+SYMBOLS = {
+    "submit": "+",
+    "resubmit": "~",
+    "unchanged": "=",
+    "orphan": "-",
+    "in_doubt": "?",
+    "blocked": "!",
+    "needs_server": "…",
+    "retry_failed": "↻",
+}
+#: Kinds after which the lockfile and the server agree with the manifest (nothing to do).
+QUIET_KINDS = frozenset({"unchanged", "orphan"})
+FAILED_STATUSES = frozenset({"Failed", "Cancelled"})
+
+
+@dataclass(frozen=True)
+class ServerView:
+    """What the server said, for an online plan. Every field is optional knowledge.
+
+    ``interfaces``: the algorithm's input socket sets (a case must match one exactly);
+    ``job_status``: job pk → current status (overrides the lockfile's last seen status);
+    ``blocked``: case id → reason found by the online preflight (unknown socket, wrong kind,
+    value failing a schema, ...), shown as is.
+    """
+
+    interfaces: tuple[frozenset[str], ...] | None = None
+    job_status: Mapping[str, str] = field(default_factory=dict, hash=False)
+    blocked: Mapping[str, str] = field(default_factory=dict, hash=False)
+
+
+@dataclass(frozen=True)
+class Action:
+    kind: str
+    case_id: str
+    reason: str = ""
+    changed: tuple[str, ...] = ()  # resubmit: the sockets whose input changed
+    job_pk: str | None = None  # the case's current job, if any
+    status: str | None = None  # its status (server view, else lockfile)
+    fingerprint: str = ""  # the manifest's fingerprint ("" for orphans / needs_server)
+
+    @property
+    def symbol(self) -> str:
+        return SYMBOLS[self.kind]
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "case": self.case_id,
+            "action": self.kind,
+            "symbol": self.symbol,
+            "reason": self.reason,
+            "changed": list(self.changed),
+            "job": self.job_pk,
+            "status": self.status,
+            "fingerprint": self.fingerprint or None,
+        }
+
+
+@dataclass(frozen=True)
+class Plan:
+    algorithm: str
+    actions: tuple[Action, ...]  # by case id; needs_server (by manifest order) last
+
+    def count(self) -> dict[str, int]:
+        counts = Counter(a.kind for a in self.actions)
+        return {kind: counts.get(kind, 0) for kind in SYMBOLS}
+
+    @property
+    def has_changes(self) -> bool:
+        """Whether apply would do anything (or cannot tell offline): ``--detailed-exitcode``."""
+        return any(a.kind not in QUIET_KINDS for a in self.actions)
+
+    def of_kind(self, *kinds: str) -> tuple[Action, ...]:
+        return tuple(a for a in self.actions if a.kind in kinds)
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "algorithm": self.algorithm,
+            "actions": [a.as_json() for a in self.actions],
+            "summary": self.count(),
+            "has_changes": self.has_changes,
+        }
+
+
+def _short(pk: str) -> str:
+    return pk[:8] + "…" if len(pk) > 9 else pk
+
+
+def changed_sockets(old: Mapping[str, str], new: Mapping[str, str]) -> tuple[str, ...]:
+    """Sockets added, removed or with another digest, sorted."""
+    return tuple(sorted(s for s in set(old) | set(new) if old.get(s) != new.get(s)))
+
+
+def _interface_problem(case: Case, interfaces: Sequence[frozenset[str]]) -> str | None:
+    sockets = frozenset(case.sockets)
+    if sockets in interfaces:
+        return None
+    shown = " | ".join("{" + ", ".join(sorted(i)) + "}" for i in interfaces)
+    return (f"inputs {{{', '.join(sorted(sockets))}}} match none of the algorithm's "
+            f"interfaces: {shown}")
+
+
+def _for_case(case: Case, entry: CaseEntry | None, view: ServerView | None,
+              retry_failed: bool) -> Action:
+    if view is not None:
+        if case.id in view.blocked:
+            return Action("blocked", case.id, view.blocked[case.id],
+                          fingerprint=case.fingerprint)
+        if view.interfaces is not None:
+            problem = _interface_problem(case, view.interfaces)
+            if problem is not None:
+                return Action("blocked", case.id, problem, fingerprint=case.fingerprint)
+    if entry is not None and entry.pending is not None:
+        pending = entry.pending
+        note = "" if pending.fingerprint == case.fingerprint else \
+            "; the inputs have changed since"
+        return Action("in_doubt", case.id,
+                      f"a submission started {pending.started_at} has no known outcome"
+                      f"{note}; apply reconciles it with the server first",
+                      fingerprint=case.fingerprint)
+    if entry is None or entry.job is None:
+        return Action("submit", case.id, "new case", fingerprint=case.fingerprint)
+    job = entry.job
+    status = job.status
+    if view is not None and job.pk in view.job_status:
+        status = view.job_status[job.pk]
+    if entry.fingerprint != case.fingerprint:
+        changed = changed_sockets(entry.inputs, case.digests())
+        if not changed:  # same inputs, another fingerprint: the algorithm slug changed
+            reason = "the fingerprint changed (algorithm)"
+        else:
+            reason = f"inputs changed: {', '.join(changed)}"
+        return Action("resubmit", case.id, reason, changed, job.pk, status, case.fingerprint)
+    if status in FAILED_STATUSES and retry_failed:
+        return Action("retry_failed", case.id, f"job {_short(job.pk)} ended {status}",
+                      (), job.pk, status, case.fingerprint)
+    return Action("unchanged", case.id, f"job {_short(job.pk)}, {status or 'status unknown'}",
+                  (), job.pk, status, case.fingerprint)
+
+
+def make_plan(
+    cases: Iterable[Case],
+    lockfile: Lockfile | None,
+    server_view: ServerView | None = None,
+    *,
+    algorithm: str = "",
+    needs_server: Sequence[PendingGenerator] = (),
+    retry_failed: bool = False,
+) -> Plan:
+    """One action per case, per orphaned lockfile entry and per archive generator."""
+    entries: Mapping[str, CaseEntry] = lockfile.cases if lockfile is not None else {}
+    actions: list[Action] = []
+    seen: set[str] = set()
+    for case in cases:
+        seen.add(case.id)
+        actions.append(_for_case(case, entries.get(case.id), server_view, retry_failed))
+    for case_id, entry in entries.items():
+        if case_id in seen:
+            continue
+        reason = "in the lockfile, no longer in the manifest"
+        if needs_server:
+            # an archive generator not expanded offline may still make this case
+            reason = "in the lockfile, not among the cases known offline (an archive " \
+                "generator may still make it)"
+        if entry.pending is not None:
+            reason += "; a submission for it has no known outcome"
+        actions.append(Action(
+            "orphan", case_id, reason,
+            job_pk=entry.job.pk if entry.job else None,
+            status=entry.job.status if entry.job else None))
+    actions.sort(key=lambda a: a.case_id)
+    for gen in needs_server:
+        actions.append(Action("needs_server", f"cases[{gen.index}]",
+                              f"one case per item of archive {gen.archive!r}, "
+                              f"as {gen.id_template}; plan with a server to see them"))
+    return Plan(algorithm or (lockfile.algorithm.slug if lockfile else ""), tuple(actions))

@@ -1,0 +1,392 @@
+"""Server-side pre-flight: do the cases fit the algorithm, before anything is uploaded?
+
+The server checks a job's inputs only when the job is POSTed, and some problems it finds
+only later, asynchronously (bad upload contents end the job ``Cancelled``, after the
+upload was spent; a JSON-file socket given bytes that are not JSON leaves the job in
+"Validating inputs" *forever*, holding one of the user's active-job slots). So before the
+first upload, ``apply`` (and ``plan``) check every case against what the API shows about
+the algorithm, and report *every* problem at once, each naming its case and socket:
+
+1. The algorithm exists, is visible to the user and has at least one interface. (Whether
+   its container image is ready the API does not show; the server's "Algorithm image is
+   not ready to be used" still stops the first POST, which creates nothing.)
+2. A case's socket set equals exactly one interface's input set (the server does not
+   fill in defaults; check no. 6 of the job POST).
+3. Each source fits its socket's super kind: ``value``/``json`` → Value; ``file`` →
+   File or Image; ``files``/``image`` → Image; ``archive_item`` → the super kind of the
+   item's value. Obvious JSON type mismatches for typed Value kinds (a string for an
+   Integer socket) are caught too; the server's JSON schema stays the final word.
+4. A File socket that holds JSON (``.json`` relative path or a JSON kind) gets a file
+   that parses as JSON locally (read here, hence :func:`check_json_files` does I/O).
+5. Two cases whose inputs are all values/existing images and equal would meet the
+   server's own dedup ("A result for these inputs ... already exists"): the second could
+   never get a job of its own, so that is reported too.
+
+:func:`check_cases` is pure (values in, problems out); :func:`check_json_files` reads
+files; :func:`run_preflight` does both and raises :class:`PreflightError` (exit 2).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from gcbatch.errors import PreflightError
+from gcbatch.models import Algorithm, ArchiveItem, Socket
+from gcbatch.sources import Case, Source
+
+__all__ = [
+    "Problem",
+    "check_algorithm",
+    "check_cases",
+    "check_json_files",
+    "is_json_file_socket",
+    "run_preflight",
+    "value_only_key",
+]
+
+#: Which source kinds each socket super kind accepts.
+_ACCEPTS: Mapping[str, frozenset[str]] = {
+    "Value": frozenset({"value", "json"}),
+    "File": frozenset({"file"}),
+    "Image": frozenset({"file", "files", "image"}),
+}
+
+#: What to suggest when a source does not fit.
+_HINT = {
+    "Value": "use value: or json: for a Value socket",
+    "File": "use file: (one file, uploaded) for a File socket",
+    "Image": "use file:, files: or image: for an Image socket",
+}
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One reason a case cannot be submitted as it is. ``socket`` is "" for case-level."""
+
+    case: str
+    socket: str
+    message: str
+
+    def render(self) -> str:
+        where = f"case {self.case}" if self.case else "algorithm"
+        if self.socket:
+            where += f", socket {self.socket}"
+        return f"{where}: {self.message}"
+
+    def as_json(self) -> dict[str, str]:
+        return {"case": self.case, "socket": self.socket, "message": self.message}
+
+
+def is_json_file_socket(socket: Socket) -> bool:
+    """A File socket whose contents must be JSON (the platform's stuck-job bug)."""
+    if socket.super_kind != "File":
+        return False
+    return socket.relative_path.lower().endswith(".json") or "json" in socket.kind.lower()
+
+
+def check_algorithm(algorithm: Algorithm | None, slug: str) -> list[Problem]:
+    """The algorithm is visible and has at least one interface."""
+    if algorithm is None:
+        return [Problem("", "", f"algorithm {slug!r} does not exist or you may not run it "
+                                "(check the slug and that you have access)")]
+    if not algorithm.interfaces:
+        return [Problem("", "", f"algorithm {slug!r} has no interfaces: it takes no inputs "
+                                "that a job could be made of")]
+    return []
+
+
+def _describe_sets(algorithm: Algorithm) -> str:
+    return "; ".join(
+        "{" + ", ".join(sorted(s)) + "}" for s in sorted(algorithm.input_sets, key=sorted)
+    )
+
+
+def _interface_problem(case: Case, algorithm: Algorithm) -> Problem | None:
+    slugs = frozenset(s.socket for s in case.inputs)
+    matches = [i for i in algorithm.interfaces if i.input_slugs == slugs]
+    if len(matches) == 1:
+        return None
+    if len(matches) > 1:  # the server would be as confused as we are; say so plainly
+        return Problem(case.id, "", "the algorithm lists this input set more than once")
+    # name the closest interface's differences: what to add, what to drop
+    best = min(algorithm.interfaces, key=lambda i: len(i.input_slugs ^ slugs))
+    missing = sorted(best.input_slugs - slugs)
+    extra = sorted(slugs - best.input_slugs)
+    detail = []
+    if missing:
+        detail.append("missing " + ", ".join(missing))
+    if extra:
+        detail.append("not expected " + ", ".join(extra))
+    return Problem(
+        case.id,
+        "",
+        "inputs {" + ", ".join(sorted(slugs)) + "} match none of the algorithm's "
+        f"interfaces ({'; '.join(detail)} for the closest one); "
+        f"it accepts: {_describe_sets(algorithm)}",
+    )
+
+
+def _json_type_problem(socket: Socket, value: Any) -> str | None:
+    """An obvious mismatch between a value and a typed Value kind (None when fine/unknown)."""
+    if value is None:
+        return "value is null, which the server refuses for a Value socket"
+    kind = socket.kind.lower()
+    if kind == "integer" and (isinstance(value, bool) or not isinstance(value, int)):
+        return f"{socket.kind} socket needs an integer, got {_json_type(value)}"
+    if kind == "float" and (isinstance(value, bool) or not isinstance(value, (int, float))):
+        return f"{socket.kind} socket needs a number, got {_json_type(value)}"
+    if kind == "bool" and not isinstance(value, bool):
+        return f"{socket.kind} socket needs true or false, got {_json_type(value)}"
+    if kind == "string" and not isinstance(value, str):
+        return f"{socket.kind} socket needs a string, got {_json_type(value)}"
+    return None
+
+
+def _json_type(value: Any) -> str:
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int):
+        return "an integer"
+    if isinstance(value, float):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, dict):
+        return "an object"
+    return type(value).__name__
+
+
+def _source_problems(
+    case: Case,
+    source: Source,
+    socket: Socket,
+    items: Mapping[str, ArchiveItem],
+) -> list[Problem]:
+    def problem(message: str) -> list[Problem]:
+        return [Problem(case.id, source.socket, message)]
+
+    super_kind = socket.super_kind
+    if super_kind not in _ACCEPTS:
+        return problem(f"socket has an unknown super kind {super_kind!r}; gcbatch cannot "
+                       "tell which source it takes")
+    if source.kind == "archive_item":
+        item = items.get(source.item_pk or "")
+        if item is None:
+            return problem(f"archive item {source.item_pk} does not exist or is not visible")
+        item_socket = source.item_socket or source.socket
+        value = item.value_for(item_socket)
+        if value is None:
+            held = ", ".join(sorted(v.socket_slug for v in item.values)) or "nothing"
+            return problem(f"archive item {item.pk} has no value for socket {item_socket} "
+                           f"(it holds {held})")
+        item_kind = value.socket.super_kind if value.socket is not None else ""
+        if item_kind and item_kind != super_kind:
+            return problem(f"archive item {item.pk}'s {item_socket} is a {item_kind} value, "
+                           f"but this socket takes a {super_kind}")
+        if super_kind == "Image" and not value.image:
+            return problem(f"archive item {item.pk}'s {item_socket} holds no image")
+        if super_kind == "File" and not value.file:
+            return problem(f"archive item {item.pk}'s {item_socket} holds no file")
+        if super_kind == "Value":
+            text = _json_type_problem(socket, value.value)
+            if text:
+                return problem(f"archive item {item.pk}'s {item_socket}: {text}")
+        return []
+    if source.kind not in _ACCEPTS[super_kind]:
+        return problem(f"a {source.kind}: source does not fit a {super_kind} socket "
+                       f"({socket.kind or super_kind}); {_HINT[super_kind]}")
+    if super_kind == "Value":
+        text = _json_type_problem(socket, source.value)
+        return problem(text) if text else []
+    if source.kind in ("file", "files") and not source.paths:
+        return problem(f"{source.summary or source.kind} matches no file")
+    if source.kind == "file" and len(source.paths) != 1:
+        return problem(f"file: must name exactly one file, {len(source.paths)} match")
+    if source.kind == "image" and not source.image_url:
+        return problem("image: needs the image's API URL")
+    return []
+
+
+def value_only_key(case: Case) -> str | None:
+    """A canonical key of a case whose every input is a value or an existing image.
+
+    Such cases are what the server deduplicates (uploads always make new inputs). None
+    for cases with any upload (or an archive item, which is resolved later).
+    """
+    parts: list[Any] = []
+    for source in case.inputs:
+        if source.kind in ("value", "json"):
+            parts.append([source.socket, "value", source.value])
+        elif source.kind == "image":
+            parts.append([source.socket, "image", source.image_url])
+        else:
+            return None
+    return json.dumps(parts, sort_keys=True, separators=(",", ":"))
+
+
+def check_cases(
+    cases: Sequence[Case],
+    algorithm: Algorithm,
+    *,
+    items: Mapping[str, ArchiveItem] | None = None,
+) -> list[Problem]:
+    """Every problem of every case (pure). Sockets are looked up across all interfaces."""
+    problems: list[Problem] = []
+    sockets = {s.slug: s for i in algorithm.interfaces for s in i.inputs}
+    resolved = items or {}
+    seen_values: dict[str, str] = {}
+    for case in cases:
+        interface_problem = _interface_problem(case, algorithm)
+        if interface_problem is not None:
+            problems.append(interface_problem)
+        for source in case.inputs:
+            socket = sockets.get(source.socket)
+            if socket is None:
+                if interface_problem is None:  # cannot happen, but never pass silently
+                    problems.append(Problem(case.id, source.socket, "not an input socket"))
+                continue
+            problems.extend(_source_problems(case, source, socket, resolved))
+        key = value_only_key(case)
+        if key is not None:
+            first = seen_values.setdefault(key, case.id)
+            if first != case.id:
+                problems.append(Problem(
+                    case.id, "",
+                    f"has exactly the same inputs as case {first}; the server keeps one job "
+                    "per set of value inputs, so this case could never get its own job",
+                ))
+    return problems
+
+
+def _default_json_reader(path: Path) -> str | None:
+    """None when ``path`` holds valid JSON (UTF-8), else why not."""
+    try:
+        with path.open("rb") as fh:
+            json.load(fh)
+    except OSError as exc:
+        return f"cannot read {path}: {exc.strerror or exc}"
+    except UnicodeDecodeError:
+        return f"{path} is not UTF-8 text, so not JSON"
+    except json.JSONDecodeError as exc:
+        return f"{path} is not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})"
+    return None
+
+
+def check_json_files(
+    cases: Iterable[Case],
+    algorithm: Algorithm,
+    *,
+    reader: Callable[[Path], str | None] = _default_json_reader,
+) -> list[Problem]:
+    """Files bound for JSON-file sockets must parse as JSON, or the job sticks forever.
+
+    The platform leaves a job whose JSON file does not parse in "Validating inputs" with
+    no end, holding one of the user's active-job slots; we never send such bytes. Each
+    distinct path is read once.
+    """
+    sockets = {s.slug: s for i in algorithm.interfaces for s in i.inputs}
+    verdicts: dict[Path, str | None] = {}
+    problems: list[Problem] = []
+    for case in cases:
+        for source in case.inputs:
+            socket = sockets.get(source.socket)
+            if socket is None or not is_json_file_socket(socket) or source.kind != "file":
+                continue
+            for path in source.paths:
+                if path not in verdicts:
+                    verdicts[path] = reader(path)
+                message = verdicts[path]
+                if message is not None:
+                    problems.append(Problem(
+                        case.id, source.socket,
+                        f"{message}; the platform would leave the job in 'Validating inputs' "
+                        "forever, holding one of your active-job slots",
+                    ))
+    return problems
+
+
+def run_preflight(
+    cases: Sequence[Case],
+    algorithm: Algorithm | None,
+    slug: str,
+    *,
+    items: Mapping[str, ArchiveItem] | None = None,
+    json_reader: Callable[[Path], str | None] = _default_json_reader,
+) -> None:
+    """All checks; :class:`PreflightError` (exit 2) listing every problem, if any."""
+    problems = check_algorithm(algorithm, slug)
+    if algorithm is not None and not problems:
+        problems = check_cases(cases, algorithm, items=items)
+        problems += check_json_files(cases, algorithm, reader=json_reader)
+    if problems:
+        raise PreflightError([p.render() for p in problems])
+
+
+# --------------------------------------------------------------------------- online plan
+
+
+@dataclass(frozen=True)
+class OnlineView:
+    """What ``plan`` learns from the server (GETs only), ready for :func:`make_plan`.
+
+    ``archive_items``: items per archive slug (generators expand with them);
+    ``items_by_pk``: every item we know (explicit ``archive_item:`` sources included);
+    ``job_status``: locked job pk → status now; ``active_jobs``: how many of the locked
+    jobs are still active (they hold slots); ``algorithm``: the server's algorithm.
+    """
+
+    algorithm: Algorithm
+    archive_items: Mapping[str, Sequence[ArchiveItem]]
+    items_by_pk: Mapping[str, ArchiveItem]
+    job_status: Mapping[str, str]
+    active_jobs: int
+
+
+def fetch_online_view(client: Any, manifest: Any, locked_job_pks: Iterable[str]) -> OnlineView:
+    """Ask the server for what an online plan shows. Raises PreflightError when the
+    algorithm is not there (nothing else can be checked without it)."""
+    from gcbatch.errors import NotFoundError
+    from gcbatch.executor import fetch_archive_items
+    from gcbatch.models import TERMINAL_STATUSES
+
+    try:
+        algorithm = client.get_algorithm(manifest.algorithm)
+    except NotFoundError:
+        run_preflight((), None, manifest.algorithm)
+        raise  # unreachable: run_preflight raised
+    by_slug, by_pk = fetch_archive_items(client, manifest)
+    wanted = set(locked_job_pks)
+    status: dict[str, str] = {}
+    if wanted:
+        # one paginated listing instead of one GET per job
+        for job in client.list_jobs(algorithm.pk):
+            if job.pk in wanted:
+                status[job.pk] = job.status
+    active = sum(1 for s in status.values() if s not in TERMINAL_STATUSES)
+    return OnlineView(algorithm, by_slug, by_pk, status, active)
+
+
+def blocked_cases(
+    cases: Sequence[Case], view: OnlineView, *, client: Any = None
+) -> dict[str, str]:
+    """case id → every preflight problem of that case, joined (for ``ServerView.blocked``).
+
+    Explicit ``archive_item:`` pks that no generator listed are fetched with ``client``.
+    """
+    items = dict(view.items_by_pk)
+    if client is not None:
+        from gcbatch.executor import fetch_item_sources
+
+        fetch_item_sources(client, cases, items)
+    problems = check_cases(cases, view.algorithm, items=items)
+    problems += check_json_files(cases, view.algorithm)
+    out: dict[str, list[str]] = {}
+    for p in problems:
+        out.setdefault(p.case, []).append(f"{p.socket}: {p.message}" if p.socket else p.message)
+    return {case: "; ".join(msgs) for case, msgs in out.items()}

@@ -1,0 +1,446 @@
+"""Expansion: a :class:`~gcbatch.manifest.Manifest` → sorted, fingerprinted :class:`Case`s.
+
+Explicit cases are taken as written (defaults overlaid); ``foreach`` generators make one
+case per glob match (sorted) or per archive item. Archive generators need the server's
+list of items: without ``archive_items`` they are returned as :attr:`Expansion.needs_server`
+instead of cases.
+
+Fingerprints (see the design notes): a case's fingerprint is the sha256 of the canonical
+JSON ``{"algorithm": slug, "inputs": [[socket, digest], ...]}``; each source's ``digest`` is
+the sha256 of a canonical JSON describing its content:
+
+- ``value`` and ``json``: ``{"value": <the value>}``. A value moved from the manifest to a
+  JSON file (or back) is the same input, because the job gets the same value.
+- ``file`` and ``files``: ``{"files": [<sha256 of each file's bytes>, sorted]}``; names
+  do not count (renaming a scan does not change what the algorithm sees), and ``file: x``
+  equals ``files: x``.
+- ``archive_item``: ``{"archive_item": pk, "socket": item socket}``.
+- ``image``: ``{"image": url}``.
+
+File bytes are hashed by a :class:`gcbatch.hashing.Hasher` (streamed, stat-cached). With
+``hasher=None`` nothing is read except JSON files: digests and fingerprints are empty
+strings, which is what ``validate`` wants (instant, whatever the data size).
+
+File-system checks (a glob matching nothing, a JSON file missing or invalid, a generated
+id that is invalid or taken twice) are findings, all collected; :func:`expand` raises
+:class:`~gcbatch.errors.ManifestError` with all of them unless ``collect=True``.
+"""
+
+from __future__ import annotations
+
+import glob as globlib
+import json
+import os
+import stat
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Protocol
+
+from gcbatch.errors import Finding, ManifestError
+from gcbatch.hashing import Hasher, canonical_json, sha256_text
+from gcbatch.manifest import (
+    CASE_ID_RE,
+    CaseSpec,
+    Manifest,
+    SourceSpec,
+    render_template,
+)
+
+#: JSON files given as ``file`` are checked to parse (a JSON *file* socket given bytes that
+#: are not JSON hangs the job on the platform); larger ones are left to the server.
+JSON_CHECK_LIMIT = 64 * 1024 * 1024
+
+_COMPRESSED = (".gz", ".bz2", ".xz", ".zst")
+
+
+@dataclass(frozen=True)
+class Source:
+    """One socket's input in one case (see docs/architecture.md)."""
+
+    socket: str
+    kind: str  # "value" | "json" | "file" | "files" | "archive_item" | "image"
+    value: Any = field(default=None, hash=False)  # value/json: the parsed JSON value
+    paths: tuple[Path, ...] = ()  # file/files: absolute paths, sorted
+    archive: str | None = None  # archive_item: archive slug (if known)
+    item_pk: str | None = None
+    item_socket: str | None = None
+    image_url: str | None = None
+    summary: str = ""
+    digest: str = ""
+
+
+@dataclass(frozen=True)
+class Case:
+    id: str
+    inputs: tuple[Source, ...]  # sorted by socket slug
+    fingerprint: str
+    #: where the case comes from, for messages: "cases[0]" or "cases[2]: scans/a.mha"
+    origin: str = ""
+    line: int | None = None  # the manifest line of its case/generator
+
+    @property
+    def sockets(self) -> tuple[str, ...]:
+        return tuple(s.socket for s in self.inputs)
+
+    def digests(self) -> dict[str, str]:
+        """socket → digest (what the lockfile records per job)."""
+        return {s.socket: s.digest for s in self.inputs}
+
+
+@dataclass(frozen=True)
+class PendingGenerator:
+    """A ``foreach: {archive: ...}`` that could not be expanded without the server."""
+
+    index: int
+    archive: str
+    id_template: str
+    line: int | None = None
+
+    @property
+    def summary(self) -> str:
+        return f"cases[{self.index}]: one case per item of archive {self.archive!r}"
+
+
+@dataclass(frozen=True)
+class Expansion:
+    cases: tuple[Case, ...]  # sorted by id
+    needs_server: tuple[PendingGenerator, ...] = ()
+    findings: tuple[Finding, ...] = ()
+
+    def by_id(self) -> dict[str, Case]:
+        return {c.id: c for c in self.cases}
+
+
+class ArchiveItemLike(Protocol):
+    """What expansion needs of an archive item (``gcbatch.models.ArchiveItem`` fits)."""
+
+    @property
+    def pk(self) -> str: ...
+
+    @property
+    def title(self) -> str: ...
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def split_name(name: str) -> tuple[str, str]:
+    """``("p001", ".nii.gz")`` for ``p001.nii.gz``; ``("p001", ".mha")``; ``("README", "")``."""
+    lower = name.lower()
+    for comp in _COMPRESSED:
+        if lower.endswith(comp) and len(name) > len(comp):
+            inner, inner_ext = os.path.splitext(name[: -len(comp)])
+            return (inner, inner_ext + name[-len(comp):]) if inner else (name, "")
+    stem, ext = os.path.splitext(name)
+    return stem, ext
+
+
+def glob_placeholders(match: str) -> dict[str, str]:
+    """The placeholder values for one glob match (a path as the glob returned it)."""
+    trimmed = match.rstrip("/") or match
+    name = os.path.basename(trimmed)
+    stem, ext = split_name(name)
+    directory = os.path.dirname(trimmed)
+    return {"path": trimmed, "name": name, "stem": stem, "ext": ext,
+            "parent": os.path.basename(directory), "dir": directory or "."}
+
+
+def _value_digest(value: Any) -> str:
+    return sha256_text(canonical_json({"value": value}))
+
+
+class _Expander:
+    def __init__(self, manifest: Manifest, hasher: Hasher | None) -> None:
+        self.m = manifest
+        self.base = manifest.base_dir
+        self.hasher = hasher
+        self.findings: list[Finding] = []
+        self._json_cache: dict[str, Any] = {}
+        self._digest_cache: dict[str, str] = {}  # json file → digest of its value
+        # sources that are the same in every case (no placeholders): made once
+        self._static: dict[int, Source | None] = {}
+        self._base_prefix = os.path.join(str(self.base), "")
+
+    def find(self, message: str, line: int | None, col: int | None) -> None:
+        self.findings.append(self.m.finding(message, line, col))
+
+    # --- file system -------------------------------------------------------------
+
+    def absolute(self, text: str) -> str:
+        return text if os.path.isabs(text) else os.path.join(self.base, text)
+
+    def match_files(self, pattern: str) -> list[str] | None:
+        """Regular files matching ``pattern`` (absolute, sorted); None when nothing matched
+        at all, [] when only folders did."""
+        full = self.absolute(pattern)
+        if not globlib.has_magic(full):
+            try:
+                st = os.stat(full)
+            except OSError:
+                return None
+            return [os.path.normpath(full)] if stat.S_ISREG(st.st_mode) else []
+        matches = globlib.glob(full, recursive=True)
+        if not matches:
+            return None
+        return sorted(os.path.normpath(p) for p in matches if os.path.isfile(p))
+
+    def rel(self, path: str) -> str:
+        """A path for messages: relative to the manifest's folder when inside it."""
+        if path.startswith(self._base_prefix):
+            return path[len(self._base_prefix):].replace(os.sep, "/")
+        return path
+
+    # --- sources -----------------------------------------------------------------
+
+    def source(self, spec: SourceSpec, values: Mapping[str, str] | None,
+               archive: str | None) -> Source | None:
+        """The source for one case; a source without placeholders is made only once (a
+        default given to 100,000 cases is read and digested once)."""
+        static = spec.kind == "value" or not any("{" in a or "}" in a for a in spec.args)
+        if not static:
+            return self._make_source(spec, values, archive)
+        key = id(spec)
+        if key not in self._static:
+            self._static[key] = self._make_source(spec, values, archive)
+            if self._static[key] is None:
+                return None
+        made = self._static[key]
+        if made is None:
+            return None
+        if made.kind == "archive_item" and made.archive != archive:
+            return replace(made, archive=archive)
+        return made
+
+    def _make_source(self, spec: SourceSpec, values: Mapping[str, str] | None,
+                     archive: str | None) -> Source | None:
+        def fill(text: str, escape: bool = False) -> str:
+            if "{" not in text and "}" not in text:
+                return text
+            if values is None:
+                return render_template(text, {})
+            return render_template(text, values, globlib.escape if escape else None)
+
+        socket, kind, where = spec.socket, spec.kind, spec.where
+        if kind == "value":
+            return Source(socket, kind, value=spec.value, summary=f"value {_short(spec.value)}",
+                          digest=_value_digest(spec.value))
+        if kind == "json":
+            rel = fill(spec.args[0])
+            value = self.read_json(rel, spec)
+            if value is _MISSING:
+                return None
+            full = self.absolute(rel)
+            digest = self._digest_cache.get(full)
+            if digest is None:
+                digest = self._digest_cache[full] = _value_digest(value)
+            return Source(socket, kind, value=value, paths=(Path(full),),
+                          summary=f"json {rel}", digest=digest)
+        if kind in ("file", "files"):
+            paths: list[str] = []
+            for arg in spec.args:
+                pattern = fill(arg, escape=True)
+                found = self.match_files(pattern)
+                shown = fill(arg)
+                if found is None:
+                    what = "no such file" if not globlib.has_magic(pattern) else \
+                        "the glob matches nothing"
+                    self.find(f"{where}: {shown}: {what}", spec.line, spec.col)
+                    return None
+                if not found:
+                    self.find(f"{where}: {shown}: matches only folders, no files",
+                              spec.line, spec.col)
+                    return None
+                if kind == "file" and len(found) > 1:
+                    self.find(f"{where}: {shown}: matches {len(found)} files; `file` takes "
+                              "exactly one (use `files` for several)", spec.line, spec.col)
+                    return None
+                paths.extend(found)
+            unique = sorted(set(paths))
+            if (kind == "file" and unique[0].lower().endswith(".json")
+                    and not self.check_json_file(unique[0], spec)):
+                return None
+            as_paths = tuple(Path(p) for p in unique)
+            digest = ""
+            if self.hasher is not None:
+                hasher = self.hasher
+                digest = sha256_text(canonical_json(
+                    {"files": sorted(hasher.digest(p) for p in as_paths)}))
+            if kind == "file":
+                summary = f"file {self.rel(unique[0])}"
+            else:
+                n = len(unique)
+                summary = f"files {', '.join(fill(a) for a in spec.args)} ({n} file" + \
+                    ("s)" if n != 1 else ")")
+            return Source(socket, kind, paths=as_paths, summary=summary, digest=digest)
+        if kind == "archive_item":
+            pk = fill(spec.args[0])
+            item_socket = spec.item_socket or socket
+            return Source(socket, kind, archive=archive, item_pk=pk, item_socket=item_socket,
+                          summary=f"archive item {pk} socket {item_socket}",
+                          digest=sha256_text(canonical_json(
+                              {"archive_item": pk, "socket": item_socket})))
+        if kind == "image":
+            url = fill(spec.args[0])
+            return Source(socket, kind, image_url=url, summary=f"image {url}",
+                          digest=sha256_text(canonical_json({"image": url})))
+        raise AssertionError(kind)
+
+    def read_json(self, rel: str, spec: SourceSpec) -> Any:
+        full = self.absolute(rel)
+        if full in self._json_cache:
+            return self._json_cache[full]
+        try:
+            with open(full, encoding="utf-8") as fh:
+                value = json.load(fh)
+        except FileNotFoundError:
+            self.find(f"{spec.where}: {rel}: no such file", spec.line, spec.col)
+            value = _MISSING
+        except IsADirectoryError:
+            self.find(f"{spec.where}: {rel}: is a folder, not a JSON file", spec.line, spec.col)
+            value = _MISSING
+        except UnicodeDecodeError:
+            self.find(f"{spec.where}: {rel}: not UTF-8 text", spec.line, spec.col)
+            value = _MISSING
+        except json.JSONDecodeError as exc:
+            self.find(f"{spec.where}: {rel}: not valid JSON (line {exc.lineno}, column "
+                      f"{exc.colno}: {exc.msg})", spec.line, spec.col)
+            value = _MISSING
+        except OSError as exc:
+            self.find(f"{spec.where}: {rel}: cannot read: {exc.strerror}", spec.line, spec.col)
+            value = _MISSING
+        self._json_cache[full] = value
+        return value
+
+    def check_json_file(self, path: str, spec: SourceSpec) -> bool:
+        try:
+            if os.path.getsize(path) > JSON_CHECK_LIMIT:
+                return True
+            with open(path, encoding="utf-8") as fh:
+                json.load(fh)
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            self.find(f"{spec.where}: {self.rel(path)}: a .json file that is not valid JSON "
+                      f"({exc})", spec.line, spec.col)
+            return False
+        except OSError:
+            return True  # the stat/glob above found it; let hashing report real I/O errors
+        return True
+
+    # --- cases -------------------------------------------------------------------
+
+    def case(self, spec: CaseSpec, case_id: str, values: Mapping[str, str] | None,
+             origin: str, archive: str | None = None) -> Case | None:
+        sources: list[Source] = []
+        ok = True
+        for src in spec.effective_inputs(self.m.defaults):
+            made = self.source(src, values, archive)
+            if made is None:
+                ok = False
+            else:
+                sources.append(made)
+        if not ok:
+            return None
+        fingerprint = ""
+        if self.hasher is not None:
+            fingerprint = sha256_text(canonical_json(
+                {"algorithm": self.m.algorithm,
+                 "inputs": [[s.socket, s.digest] for s in sources]}))
+        return Case(case_id, tuple(sources), fingerprint, origin, spec.line)
+
+
+class _Missing:
+    pass
+
+
+_MISSING: Any = _Missing()
+
+
+def _short(value: Any, limit: int = 40) -> str:
+    text = canonical_json(value) if not isinstance(value, float) or value == value else "NaN"
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def expand(
+    manifest: Manifest,
+    archive_items: Mapping[str, Sequence[ArchiveItemLike]] | None = None,
+    hasher: Hasher | None = None,
+    *,
+    collect: bool = False,
+) -> Expansion:
+    """Expand ``manifest`` into cases sorted by id.
+
+    ``archive_items`` maps an archive slug to its items (from the server); generators over
+    an archive not in it are returned in :attr:`Expansion.needs_server`. ``hasher`` hashes
+    file contents for fingerprints (None: no fingerprints, nothing read but JSON files).
+    Findings raise :class:`ManifestError` (all of them) unless ``collect``.
+    """
+    ex = _Expander(manifest, hasher)
+    cases: list[Case] = []
+    pending: list[PendingGenerator] = []
+    # id → (origin, line) of the first case with that id
+    seen: dict[str, tuple[str, int | None, bool]] = {}
+
+    def add(case: Case | None, spec: CaseSpec, origin: str) -> None:
+        if case is None:
+            return
+        if case.id in seen:
+            first, line, explicit = seen[case.id]
+            if explicit and spec.foreach is None:
+                return  # two explicit cases: load_manifest reported it already
+            ex.find(f"{spec.where}.id: case id {case.id!r} ({origin}) is already used by "
+                    f"{first} (line {line})", spec.id_line, spec.id_col)
+            return
+        seen[case.id] = (origin, spec.line, spec.foreach is None)
+        cases.append(case)
+
+    for spec in manifest.cases:
+        if spec.foreach is None:
+            add(ex.case(spec, spec.id, None, spec.where), spec, spec.where)
+        elif spec.foreach.kind == "glob":
+            for match, values in _glob_matches(ex, spec):
+                case_id = render_template(spec.id, values)
+                origin = f"{spec.where}: {match}"
+                if not CASE_ID_RE.match(case_id):
+                    ex.find(f"{spec.where}.id: {case_id!r} made from {match} is not a valid "
+                            "case id (1-128 letters, digits, '.', '_' or '-', starting with a "
+                            "letter or digit)", spec.id_line, spec.id_col)
+                    continue
+                add(ex.case(spec, case_id, values, origin), spec, origin)
+        else:
+            slug = spec.foreach.pattern
+            items = None if archive_items is None else archive_items.get(slug)
+            if items is None:
+                pending.append(PendingGenerator(spec.index, slug, spec.id, spec.line))
+                continue
+            for item in sorted(items, key=lambda it: str(it.pk)):
+                values = {"item.pk": str(item.pk), "item.title": str(item.title or "")}
+                case_id = render_template(spec.id, values)
+                origin = f"{spec.where}: archive {slug} item {item.pk}"
+                if not CASE_ID_RE.match(case_id):
+                    ex.find(f"{spec.where}.id: {case_id!r} made from archive item {item.pk} "
+                            "is not a valid case id (1-128 letters, digits, '.', '_' or '-', "
+                            "starting with a letter or digit)", spec.id_line, spec.id_col)
+                    continue
+                add(ex.case(spec, case_id, values, origin, archive=slug), spec, origin)
+
+    cases.sort(key=lambda c: c.id)
+    findings = tuple(sorted(ex.findings, key=lambda f: (f.line or 0, f.col or 0)))
+    if findings and not collect:
+        raise ManifestError(findings)
+    return Expansion(tuple(cases), tuple(pending), findings)
+
+
+def _glob_matches(ex: _Expander, spec: CaseSpec) -> Iterable[tuple[str, dict[str, str]]]:
+    assert spec.foreach is not None
+    pattern = spec.foreach.pattern
+    absolute = os.path.isabs(pattern)
+    if absolute:
+        matches = globlib.glob(pattern, recursive=True)
+    else:
+        matches = globlib.glob(pattern, root_dir=ex.base, recursive=True)
+    if not matches:
+        ex.find(f"{spec.where}.foreach.glob: {pattern}: the glob matches nothing",
+                spec.foreach.line, spec.foreach.col)
+        return []
+    matches = [m.replace(os.sep, "/") for m in matches]
+    return [(m, glob_placeholders(m)) for m in sorted(matches)]

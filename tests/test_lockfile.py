@@ -1,0 +1,236 @@
+"""Lockfile: deterministic bytes, atomic save, refusal of foreign lockfiles, the journal
+(append, replay, torn tails, in-doubt intents, checkpoints) and the OS lock."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+from pathlib import Path
+
+import pytest
+
+from gcbatch import lockfile as lf
+from gcbatch.errors import LockfileError, LockHeldError
+
+SERVER = "https://grand-challenge.org/api/v1/"
+ALG = lf.AlgorithmRef("lung-nodule-detector", "a1", "https://x/api/v1/algorithms/a1/")
+
+
+def job(pk: str, fp: str = "sha256:1", status: str = "Queued") -> lf.JobRecord:
+    return lf.JobRecord(pk=pk, api_url=f"https://x/api/v1/algorithms/jobs/{pk}/",
+                        status=status, submitted_at="2026-11-27T14:00:00Z", fingerprint=fp,
+                        inputs={"ct-image": "sha256:aa"})
+
+
+def test_paths_beside_the_manifest(tmp_path: Path) -> None:
+    m = tmp_path / "study.yaml"
+    assert lf.lockfile_path_for(m) == tmp_path / "study.lock"
+    assert lf.lockfile_path_for(m, sandbox=True) == tmp_path / "study.sandbox.lock"
+    assert lf.journal_path_for(tmp_path / "study.lock").name == "study.lock.journal"
+    assert lf.oslock_path_for(tmp_path / "study.lock").name == "study.lock.lck"
+
+
+def test_roundtrip_and_deterministic_bytes(tmp_path: Path) -> None:
+    entries = {"b": lf.CaseEntry("sha256:1", {"x": "1"}, job("j1")),
+               "a": lf.CaseEntry("sha256:2", {}, None, (job("j0"),),
+                                 lf.Intent("sha256:2", "t", {"x": "2"}, ("a.mha",), {"k": 1}))}
+    one = lf.Lockfile(SERVER, ALG, entries)
+    two = lf.Lockfile(SERVER, ALG, dict(reversed(list(entries.items()))))
+    assert one.dumps() == two.dumps()
+    path = tmp_path / "s.lock"
+    lf.save(path, one)
+    text = path.read_text()
+    assert text.endswith("}\n") and text.index('"a"') < text.index('"b"')
+    assert json.loads(text)["format_version"] == 1
+    loaded = lf.load(path)
+    assert loaded is not None and loaded.dumps() == text
+    assert loaded.cases["a"].pending is not None
+    assert loaded.cases["a"].pending.uploads == ("a.mha",)
+    assert loaded.in_doubt == ("a",)
+    assert not list(tmp_path.glob(".s.lock.*"))  # no temp file left behind
+
+
+def test_missing_lockfile_is_none(tmp_path: Path) -> None:
+    assert lf.load(tmp_path / "nope.lock") is None
+
+
+@pytest.mark.parametrize(
+    ("text", "needle"),
+    [
+        ('{"format_version": 2, "server": "x", "algorithm": {"slug": "a"}}',
+         "format_version is 2"),
+        ("{not json", "not valid JSON"),
+        ("[]", "not a gcbatch lockfile"),
+        ('{"format_version": 1, "server": "x", "algorithm": {"slug": "a"}, "cases": []}',
+         "malformed cases"),
+    ],
+)
+def test_unusable_lockfiles_are_refused_naming_the_file(
+    tmp_path: Path, text: str, needle: str
+) -> None:
+    path = tmp_path / "s.lock"
+    path.write_text(text)
+    with pytest.raises(LockfileError) as info:
+        lf.load(path)
+    assert str(path) in str(info.value) and needle in str(info.value)
+    assert info.value.exit_code == 2
+
+
+def test_other_server_or_algorithm_refused(tmp_path: Path) -> None:
+    path = tmp_path / "s.lock"
+    lf.save(path, lf.Lockfile(SERVER, ALG))
+    assert lf.load(path, server=SERVER.rstrip("/")) is not None  # trailing slash ignored
+    with pytest.raises(LockfileError, match=r"s\.lock belongs to server https://grand"):
+        lf.load(path, server="https://other.example/api/v1/")
+    with pytest.raises(LockfileError, match="made for algorithm 'lung-nodule-detector'"):
+        lf.load(path, algorithm="risk-calculator")
+
+
+def events_for_resubmit() -> list[dict[str, object]]:
+    return [
+        {"event": "begin", "server": SERVER, "algorithm": ALG.as_json()},
+        {"event": "intent", "case": "c1", "fingerprint": "sha256:1", "inputs": {"x": "1"},
+         "at": "t1"},
+        {"event": "submitted", "case": "c1", "job": job("j1", "sha256:1").as_json()},
+        {"event": "status", "case": "c1", "job": "j1", "status": "Succeeded"},
+        {"event": "intent", "case": "c1", "fingerprint": "sha256:2", "inputs": {"x": "2"},
+         "at": "t2"},
+        {"event": "submitted", "case": "c1", "job": {**job("j2", "sha256:2").as_json(),
+                                                     "inputs": {}}},
+        {"event": "intent", "case": "c2", "fingerprint": "sha256:9", "at": "t3"},
+        {"event": "rejected", "case": "c2", "reason": "bad input"},
+        {"event": "intent", "case": "c3", "fingerprint": "sha256:7", "uploads": ["u.mha"],
+         "at": "t4"},
+    ]
+
+
+def test_replay_folds_events() -> None:
+    state = lf.replay(None, events_for_resubmit())  # type: ignore[arg-type]
+    assert state is not None
+    c1 = state.cases["c1"]
+    assert c1.job is not None and c1.job.pk == "j2" and c1.fingerprint == "sha256:2"
+    assert c1.inputs == {"x": "2"}  # taken from the intent when the job event has none
+    assert [h.pk for h in c1.history] == ["j1"] and c1.history[0].status == "Succeeded"
+    assert c1.pending is None
+    assert state.cases["c2"].pending is None and state.cases["c2"].job is None
+    assert state.in_doubt == ("c3",)
+    assert state.cases["c3"].pending is not None
+    assert state.cases["c3"].pending.uploads == ("u.mha",)
+
+
+def test_replay_is_idempotent_over_a_saved_state() -> None:
+    """A crash between checkpoint save and journal truncation replays folded events."""
+    events = events_for_resubmit()
+    once = lf.replay(None, events)  # type: ignore[arg-type]
+    twice = lf.replay(once, events)  # type: ignore[arg-type]
+    assert once is not None and twice is not None and once.dumps() == twice.dumps()
+
+
+def test_journal_without_begin_and_unknown_event_refused() -> None:
+    with pytest.raises(LockfileError, match="begin"):
+        lf.replay(None, [{"event": "status", "case": "c", "status": "x"}])
+    with pytest.raises(LockfileError, match="unknown journal event"):
+        lf.replay(lf.Lockfile(SERVER, ALG), [{"event": "bogus", "case": "c"}])
+    with pytest.raises(LockfileError, match="belongs to server"):
+        lf.replay(lf.Lockfile(SERVER, ALG),
+                  [{"event": "begin", "server": "https://o/", "algorithm": ALG.as_json()}])
+
+
+def test_torn_tail_ignored_and_cut_middle_corruption_refused(tmp_path: Path) -> None:
+    path = tmp_path / "s.lock.journal"
+    good = json.dumps({"event": "begin", "server": SERVER, "algorithm": ALG.as_json()})
+    path.write_text(good + "\n" + '{"event": "inte')
+    events, size = lf.read_journal(path)
+    assert len(events) == 1 and size == len(good) + 1
+    j = lf.Journal(path)
+    j.append({"event": "status", "case": "c", "status": "x"})
+    j.close()
+    assert [e["event"] for e in lf.read_journal(path)[0]] == ["begin", "status"]
+    path.write_text("garbage\n" + good + "\n")
+    with pytest.raises(LockfileError, match=r"journal:1: corrupt"):
+        lf.read_journal(path)
+
+
+def test_store_journals_before_checkpoint_and_recovers_after_crash(tmp_path: Path) -> None:
+    path = tmp_path / "study.lock"
+    store = lf.LockfileStore.open(path, server=SERVER, algorithm=ALG, checkpoint_every=1000)
+    store.intent("c1", "sha256:1", inputs={"x": "1"}, uploads=["c1.mha"], payload=[1])
+    store.submitted("c1", job("j1"))
+    store.intent("c2", "sha256:2", inputs={"x": "2"})
+    # simulate a crash: nothing checkpointed, the OS lock dies with the process
+    store._oslock.release()
+    on_disk = lf.load(path, replay_journal=False)
+    assert on_disk is not None and on_disk.cases == {}
+    folded = lf.load(path, server=SERVER)
+    assert folded is not None
+    assert folded.cases["c1"].job is not None and folded.in_doubt == ("c2",)
+    again = lf.LockfileStore.open(path, server=SERVER, algorithm=ALG)
+    assert again.lockfile.in_doubt == ("c2",)
+    again.adopted("c2", job("j2", "sha256:2"))
+    again.status("c1", "j1", "Succeeded")
+    again.close()
+    final = lf.load(path, replay_journal=False)
+    assert final is not None and final.in_doubt == ()
+    assert final.cases["c1"].job is not None and final.cases["c1"].job.status == "Succeeded"
+    events, _ = lf.read_journal(lf.journal_path_for(path))
+    assert [e["event"] for e in events] == ["begin"]  # truncated at the checkpoint
+
+
+def test_store_checkpoints_periodically(tmp_path: Path) -> None:
+    path = tmp_path / "study.lock"
+    with lf.LockfileStore.open(path, server=SERVER, algorithm=ALG, checkpoint_every=3) as st:
+        for i in range(3):
+            st.intent(f"c{i}", "sha256:1", inputs={})
+        saved = lf.load(path, replay_journal=False)
+        assert saved is not None and len(saved.cases) == 3
+
+
+def _try_lock(path: str, queue: multiprocessing.Queue) -> None:  # type: ignore[type-arg]
+    try:
+        lf.FileLock(Path(path)).acquire()
+        queue.put("acquired")
+    except LockHeldError as exc:
+        queue.put(str(exc))
+
+
+def test_os_lock_names_the_holder(tmp_path: Path) -> None:
+    path = tmp_path / "study.lock"
+    with lf.LockfileStore.open(path, server=SERVER, algorithm=ALG):
+        ctx = multiprocessing.get_context("fork")
+        queue = ctx.Queue()
+        proc = ctx.Process(target=_try_lock, args=(str(lf.oslock_path_for(path)), queue))
+        proc.start()
+        message = queue.get(timeout=20)
+        proc.join(timeout=20)
+        assert f"pid {os.getpid()}" in message and "held by another gcbatch" in message
+        with pytest.raises(LockHeldError):  # a second open in the same process, too
+            lf.LockfileStore.open(path, server=SERVER, algorithm=ALG)
+    lf.FileLock(lf.oslock_path_for(path)).acquire()  # released on close
+
+
+def test_statuses_in_one_batch(tmp_path: Path) -> None:
+    path = tmp_path / "study.lock"
+    with lf.LockfileStore.open(path, server=SERVER, algorithm=ALG) as st:
+        st.submitted("c1", job("j1"))
+        st.submitted("c2", job("j2"))
+        st.statuses([("c1", "j1", "Succeeded"), ("c2", "j2", "Failed")])
+        st.statuses([])  # nothing to write is fine
+        events, _ = lf.read_journal(lf.journal_path_for(path))
+        assert [e["event"] for e in events] == ["begin", "submitted", "submitted", "status",
+                                                "status"]
+    final = lf.load(path)
+    assert final is not None
+    assert {c: e.job.status for c, e in final.cases.items() if e.job} == {
+        "c1": "Succeeded", "c2": "Failed"}
+
+
+def test_a_bad_event_in_a_batch_writes_nothing(tmp_path: Path) -> None:
+    path = tmp_path / "study.lock"
+    with lf.LockfileStore.open(path, server=SERVER, algorithm=ALG) as st:
+        with pytest.raises(LockfileError):
+            st.record_many([{"event": "status", "case": "c", "status": "x"},
+                            {"event": "nonsense", "case": "c"}])
+        assert st.lockfile.cases == {}
+        events, _ = lf.read_journal(lf.journal_path_for(path))
+        assert [e["event"] for e in events] == ["begin"]

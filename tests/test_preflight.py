@@ -1,0 +1,197 @@
+"""Pre-flight: every problem of every case at once, each naming case and socket."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from gcbatch.errors import PreflightError
+from gcbatch.models import Algorithm, ArchiveItem, Interface, Socket, SocketValue
+from gcbatch.preflight import (
+    Problem,
+    check_algorithm,
+    check_cases,
+    check_json_files,
+    is_json_file_socket,
+    run_preflight,
+    value_only_key,
+)
+from gcbatch.sources import Case, Source
+
+CT = Socket("ct-image", kind="Image", super_kind="Image", relative_path="images/ct-image")
+VOL = Socket("lung-volume", kind="Float", super_kind="Value", relative_path="lung-volume.json")
+AGE = Socket("age", kind="Integer", super_kind="Value", relative_path="age.json")
+FLAG = Socket("flag", kind="Bool", super_kind="Value", relative_path="flag.json")
+NAME = Socket("name", kind="String", super_kind="Value", relative_path="name.json")
+INFO = Socket("info", kind="Anything", super_kind="Value", relative_path="info.json")
+LAB = Socket("lab-report", kind="Anything", super_kind="File", relative_path="lab-report.json")
+PDF = Socket("report", kind="PDF file", super_kind="File", relative_path="report.pdf")
+ALG = Algorithm(pk="a", api_url="http://x/api/v1/algorithms/a/", slug="alg", interfaces=(
+    Interface(inputs=(CT,)),
+    Interface(inputs=(CT, VOL)),
+    Interface(inputs=(AGE, VOL, LAB)),
+    Interface(inputs=(AGE, FLAG, NAME, INFO)),
+    Interface(inputs=(PDF,)),
+))
+
+
+def case(cid: str, *sources: Source) -> Case:
+    return Case(id=cid, inputs=tuple(sorted(sources, key=lambda s: s.socket)), fingerprint="f")
+
+
+def value(socket: str, v: Any) -> Source:
+    return Source(socket=socket, kind="value", value=v)
+
+
+def file(socket: str, path: Path, kind: str = "file") -> Source:
+    return Source(socket=socket, kind=kind, paths=(path,))
+
+
+def test_good_cases_have_no_problems(tmp_path: Path) -> None:
+    scan = tmp_path / "a.mha"
+    scan.write_bytes(b"x")
+    lab = tmp_path / "lab.json"
+    lab.write_text('{"ok": 1}')
+    cases = [
+        case("a", file("ct-image", scan)),
+        case("b", file("ct-image", scan, "files"), value("lung-volume", 1)),
+        case("c", value("age", 3), value("lung-volume", 2.5), file("lab-report", lab)),
+        case("d", value("age", 3), value("flag", False), value("name", "x"),
+             value("info", {"a": [1]})),
+        case("e", Source(socket="ct-image", kind="image", image_url="http://x/i/1/")),
+    ]
+    assert check_cases(cases, ALG) == []
+    assert check_json_files(cases, ALG) == []
+    run_preflight(cases, ALG, "alg")
+
+
+def test_all_problems_at_once_each_naming_case_and_socket(tmp_path: Path) -> None:
+    scan = tmp_path / "a.mha"
+    scan.write_bytes(b"x")
+    cases = [
+        case("wrong-set", value("age", 3)),
+        case("extra", file("ct-image", scan), value("age", 3)),
+        case("value-in-image", value("ct-image", 3)),
+        case("files-in-file", value("age", 1), value("lung-volume", 1),
+             file("lab-report", scan, "files")),
+        case("types", value("age", "3"), value("flag", 1), value("name", 3), value("info", None)),
+        case("float", value("ct-image", None), value("lung-volume", "big")),
+    ]
+    problems = check_cases(cases, ALG)
+    text = "\n".join(p.render() for p in problems)
+    assert "case wrong-set: inputs {age} match none" in text and "missing" in text
+    assert "case extra: inputs {age, ct-image}" in text and "not expected age" in text
+    assert "case value-in-image, socket ct-image" in text and "use file:, files: or image:" in text
+    assert "case files-in-file, socket lab-report" in text and "use file:" in text
+    assert "case types, socket age: Integer socket needs an integer, got a string" in text
+    assert "case types, socket flag: Bool socket needs true or false, got an integer" in text
+    assert "case types, socket name: String socket needs a string, got an integer" in text
+    assert "case types, socket info: value is null" in text
+    assert "case float, socket lung-volume: Float socket needs a number" in text
+    with pytest.raises(PreflightError) as info:
+        run_preflight(cases, ALG, "alg")
+    assert len(info.value.problems) == len(problems) >= 9
+    assert info.value.exit_code == 2
+
+
+def test_json_file_sockets_must_hold_json(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    binary = tmp_path / "bin.json"
+    binary.write_bytes(b"\xff\xfe\x00")
+    cases = [case("c1", value("age", 1), value("lung-volume", 1), file("lab-report", bad)),
+             case("c2", value("age", 2), value("lung-volume", 1), file("lab-report", bad)),
+             case("c3", value("age", 3), value("lung-volume", 1), file("lab-report", binary))]
+    reads: list[Path] = []
+
+    def reader(path: Path) -> str | None:
+        reads.append(path)
+        from gcbatch.preflight import _default_json_reader
+        return _default_json_reader(path)
+
+    problems = check_json_files(cases, ALG, reader=reader)
+    assert [p.case for p in problems] == ["c1", "c2", "c3"]
+    assert "not valid JSON (line 1" in problems[0].message
+    assert "Validating inputs" in problems[0].message
+    assert "UTF-8" in problems[2].message
+    assert reads == [bad, binary]  # each distinct file read once
+    assert is_json_file_socket(LAB) and not is_json_file_socket(PDF)
+    assert not is_json_file_socket(AGE)
+
+
+def test_algorithm_missing_or_without_interfaces() -> None:
+    assert "does not exist" in check_algorithm(None, "nope")[0].message
+    empty = Algorithm(pk="a", api_url="u", slug="e")
+    assert "no interfaces" in check_algorithm(empty, "e")[0].message
+    with pytest.raises(PreflightError, match="nope"):
+        run_preflight([case("a", value("age", 1))], None, "nope")
+
+
+def test_archive_items_must_hold_the_right_kind() -> None:
+    image_value = SocketValue("ct-image", socket=CT, image="http://x/api/v1/cases/images/1/")
+    age_value = SocketValue("age", socket=AGE, value=64)
+    item = ArchiveItem(pk="it1", values=(image_value, age_value))
+
+    def src(socket: str, item_pk: str, item_socket: str) -> Source:
+        return Source(socket=socket, kind="archive_item", item_pk=item_pk, item_socket=item_socket)
+
+    ok = case("ok", src("ct-image", "it1", "ct-image"))
+    wrong_kind = case("wrong", src("ct-image", "it1", "age"))
+    missing_value = case("missing", src("ct-image", "it1", "heatmap"))
+    missing_item = case("gone", src("ct-image", "it9", "ct-image"))
+    problems = check_cases([ok, wrong_kind, missing_value, missing_item], ALG,
+                           items={"it1": item})
+    by_case = {p.case: p.message for p in problems}
+    assert "ok" not in by_case
+    assert "is a Value value, but this socket takes a Image" in by_case["wrong"]
+    assert "has no value for socket heatmap (it holds age, ct-image)" in by_case["missing"]
+    assert "does not exist" in by_case["gone"]
+
+
+def test_identical_value_cases_are_reported() -> None:
+    a = case("a", value("age", 1), value("flag", True), value("name", "n"), value("info", 1))
+    b = case("b", value("age", 1), value("flag", True), value("name", "n"), value("info", 1))
+    c = case("c", value("age", 1), value("flag", False), value("name", "n"), value("info", 1))
+    problems = check_cases([a, b, c], ALG)
+    assert [p.case for p in problems] == ["b"]
+    assert "same inputs as case a" in problems[0].message
+    assert value_only_key(case("u", file("ct-image", Path("/x")))) is None
+
+
+def test_problem_rendering() -> None:
+    assert Problem("c", "s", "m").render() == "case c, socket s: m"
+    assert Problem("c", "", "m").render() == "case c: m"
+    assert Problem("", "", "m").render() == "algorithm: m"
+    assert Problem("c", "s", "m").as_json() == {"case": "c", "socket": "s", "message": "m"}
+
+
+def test_online_view_and_blocked_cases_against_the_sandbox(tmp_path: Path) -> None:
+    from gcbatch.client import GrandChallengeClient
+    from gcbatch.manifest import load_manifest
+    from gcbatch.preflight import blocked_cases, fetch_online_view
+    from gcbatch.sandbox.app import SandboxApp
+    from gcbatch.sources import expand
+
+    app = SandboxApp(tmp_path / "sb.db")
+    try:
+        client = GrandChallengeClient("http://127.0.0.1:9/api/v1/", app.token("demo"),
+                                      transport=app.transport())
+        manifest_path = tmp_path / "study.yaml"
+        manifest_path.write_text(
+            "version: 1\nalgorithm: lung-nodule-detector\ncases:\n"
+            "  - foreach: {archive: lung-archive}\n    id: 'item-{item.pk}'\n"
+            "    inputs:\n      ct-image: {archive_item: '{item.pk}', socket: ct-image}\n"
+            "  - foreach: {archive: lung-archive}\n    id: 'age-{item.pk}'\n"
+            "    inputs:\n      ct-image: {archive_item: '{item.pk}', socket: age}\n")
+        manifest = load_manifest(manifest_path)
+        view = fetch_online_view(client, manifest, [])
+        assert len(view.archive_items["lung-archive"]) == 3
+        cases = expand(manifest, archive_items=view.archive_items).cases
+        blocked = blocked_cases(cases, view, client=client)
+        assert sorted(blocked) == sorted(c.id for c in cases if c.id.startswith("age-"))
+        assert all("ct-image" in reason and "Value" in reason for reason in blocked.values())
+        client.close()
+    finally:
+        app.close()
