@@ -5,7 +5,7 @@ Two halves, kept apart on purpose:
 * **Pure helpers** (no I/O): medians, ratios, unit formatting, target checks and the text
   table. ``tests/test_benchmarks_smoke.py`` runs these; timings are never asserted
   anywhere, because this machine (and CI's) is noisy.
-* **Edges**: running a child process while measuring its wall time and peak memory,
+* **Edges**: running a child process while measuring its wall time, peak memory and CPU,
   starting a sandbox in its own process (``python -m gcbatch sandbox serve``) with a given
   seed, latency, limits and TLS, reading its request log and stats, and creating the
   official client's virtualenv on demand.
@@ -17,8 +17,9 @@ child, so no polling can miss a spike), and requests from the sandbox's log (wha
 the server, retries included). The sandbox runs in a separate process so that its work is
 not billed to the client and no GIL is shared with it.
 
-This module only uses the standard library, so that it can be imported by the smoke test
-without a sandbox, httpx or gcapi around.
+At module level this file imports only the standard library, so the smoke test can load
+it without a sandbox, httpx or gcapi around; :class:`Sandbox` imports ``gcbatch.sandbox``
+when it starts one.
 """
 
 from __future__ import annotations

@@ -93,6 +93,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep", action="store_true", help="keep the work dir afterwards")
     args = parser.parse_args(argv)
 
+    try:
+        import gcbatch  # noqa: F401  (the side under test, and the sandbox, come from here)
+    except ImportError:
+        parser.error("run this with the project's interpreter, e.g. .venv/bin/python")
+
     repeats = args.repeats or (1 if args.quick else 3)
     cap = args.docs_wait_cap if args.docs_wait_cap is not None else (20.0 if args.quick else 600.0)
     log = sys.stderr

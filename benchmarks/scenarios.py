@@ -642,7 +642,8 @@ def scenario_3(bench: Bench) -> ScenarioResult:
         3,
         "active-jobs limit",
         f"{n} cases, limit {limit}, {duration:g} s jobs, 20 ms latency",
-        tuple(sides),
+        # The official client's rows first, as in every other scenario.
+        tuple(sorted(sides, key=lambda side: not side.side.startswith("gcapi"))),
         targets=tuple(targets),
         notes=tuple(notes),
     )
@@ -748,6 +749,40 @@ def fmt_s(value: float) -> str:
 # ---------------------------------------------------------------------------------------
 
 
+GLOB_MANIFEST = """\
+# yaml-language-server: $schema=../../schemas/manifest.schema.json
+version: 1
+algorithm: risk-calculator
+defaults:
+  age: {value: 64}
+cases:
+  - foreach: {glob: "values/*.json"}
+    id: "case-{stem}"
+    inputs:
+      lung-volume: {json: "{path}"}
+"""
+
+
+def write_glob_study(root: Path, n: int) -> Path:
+    """A manifest with one ``foreach`` glob over ``n`` small JSON value files.
+
+    That is how gcbatch is meant to hold a big batch (nobody writes 100,000 cases by
+    hand). The files get an mtime an hour in the past: gcbatch's hash cache does not trust
+    files modified in the last moments ("racily clean"), and a benchmark that writes the
+    files and applies at once would otherwise measure that guard, not a re-apply.
+    """
+    values = root / "values"
+    values.mkdir(parents=True, exist_ok=True)
+    past = time.time() - 3600
+    for i in range(n):
+        path = values / f"v{i:06d}.json"
+        path.write_text(json.dumps(1000.0 + i / 4))
+        os.utime(path, (past, past))
+    manifest = root / "study.yaml"
+    manifest.write_text(GLOB_MANIFEST)
+    return manifest
+
+
 def scenario_5(bench: Bench) -> ScenarioResult:
     target_n = 100_000
     n = bench.size("s5_cases", target_n, S5_QUICK_CASES)
@@ -756,11 +791,12 @@ def scenario_5(bench: Bench) -> ScenarioResult:
     notes: list[str] = []
     targets: list[Target] = []
     d = bench.fresh_dir("s5")
+    bench.say(f"scenario 5: writing {n} value files")
+    manifest = write_glob_study(d, n)
     with Sandbox(spec, d / "sb") as sb:
-        manifest = write_manifest(d / "study.yaml", VALUE_ALGORITHM, value_cases(n))
         bench.say(f"scenario 5: locking {n} cases with a first gcbatch apply (setup)")
         # Setup, not timed: --max-active lifted so that it is quick.
-        setup = gcbatch_apply(sb, manifest, "--max-active", "10000", timeout_s=4 * 3600)
+        setup = gcbatch_apply(sb, manifest, "--max-active", "10000", timeout_s=6 * 3600)
         notes.append(
             f"setup: the first apply of {n:,} cases took {fmt_s(setup.child.wall_s)} "
             f"and {setup.requests:,} requests"
@@ -768,30 +804,41 @@ def scenario_5(bench: Bench) -> ScenarioResult:
         locked = len(lockfile_jobs(manifest))
         if locked != n:
             raise BenchmarkError(f"setup: lockfile holds {locked} jobs, expected {n}")
+        bench.say(f"scenario 5: gcbatch re-apply, {n} locked cases (first)")
+        first = gcbatch_apply(sb, manifest)
+        sides.append(
+            fold(
+                "gcbatch, 1st re-apply",
+                [first],
+                note="the first re-apply also learns that the submitted jobs have ended",
+            )
+        )
         runs: list[SideRun] = []
         for r in range(bench.repeats):
-            bench.say(f"scenario 5: gcbatch re-apply, {n} locked cases (run {r + 1})")
+            bench.say(f"scenario 5: gcbatch re-apply, {n} locked cases (again, run {r + 1})")
             runs.append(gcbatch_apply(sb, manifest))
-        side = fold("gcbatch", runs)
-        sides.append(side)
+        later = fold("gcbatch, later re-apply", runs)
+        sides.append(later)
         where = "" if n == target_n else f" at {n:,} cases (the target is for {target_n:,})"
-        targets.append(Target(f"re-apply wall time{where}", 5.0, side.wall_s, "s"))
-        targets.append(Target("mutating requests", 0, side.mutating_requests, ""))
+        targets.append(Target(f"1st re-apply wall time{where}", 5.0, first.child.wall_s, "s"))
+        targets.append(Target(f"later re-apply wall time{where}", 5.0, later.wall_s, "s"))
+        mutating = max(first.mutating, *(r.mutating for r in runs))
+        targets.append(Target("mutating requests in any re-apply", 0, mutating, ""))
         if n != target_n:
             notes.append(
-                f"not measured at {target_n:,} cases (too slow to set up in this mode); "
-                f"a LINEAR extrapolation of {fmt_s(side.wall_s)} for {n:,} cases gives "
-                f"~{fmt_s(side.wall_s * target_n / n)} for {target_n:,} (an estimate, not a "
-                "measurement; start-up included, so it overstates a little)"
+                f"measured at {n:,} cases, not {target_n:,} (locking {target_n:,} first takes "
+                f"too long for this mode); run with --size s5_cases={target_n} for the real "
+                "figure"
             )
     notes.append(
-        "gcapi has no notion of a locked batch: a rerun of its loop resubmits "
-        "every case, so there is no gcapi row"
+        "manifest: one foreach glob over the value files (see README); "
+        "gcapi has no notion of a locked batch (rerunning its loop resubmits every case), "
+        "so there is no gcapi row"
     )
     return ScenarioResult(
         5,
         "re-apply, fully locked",
-        f"{n:,} cases",
+        f"{n:,} cases from a glob",
         tuple(sides),
         targets=tuple(targets),
         notes=tuple(notes),

@@ -16,16 +16,18 @@ A socket with an empty ``relative_path`` falls back to ``<slug>.json`` (values),
 Atomic and resumable. The client streams each file into a temporary file beside its
 target, fsyncs it and renames it over the target (:meth:`GrandChallengeClient.download`);
 only then is the file hashed and recorded in ``DIR/.gcbatch-downloads.jsonl`` (one JSON
-line per completed file or image, appended and fsynced: O(1) per file however many there
-are). Value files are written the same way (``.<name>.gcbatch-part``, fsync, rename). A
+line per completed file or image, appended and flushed: O(1) per file however many there
+are). Value files are written through ``.<name>.gcbatch-part`` and a rename too. A
 file counts as *complete* when that record exists for the same source URL and the file on
 disk still has the recorded size and mtime (if only the mtime moved, its sha256 is compared
 to the recorded one). So after a crash, even ``kill -9``, a re-run finds every complete
 file and fetches the rest, after deleting the temporary files the dead run left beside
 them. An Image output whose record lists all its files complete is skipped without even
 asking the server for the image, so a second ``download`` makes no requests beyond the
-status list. The record file is compacted (rewritten atomically, sorted) at the end of
-every run.
+status list. When a case's job changed (resubmitted), the files recorded for its old
+image are deleted before the new image's files (other names) arrive; files the user put
+there are never touched. The record file is compacted (rewritten atomically, sorted) at
+the end of every run.
 
 The token: files answer with a 302 to a storage host. The client's ``download`` follows
 that redirect without the ``Authorization`` header (see :mod:`gcbatch.client`); this
@@ -212,6 +214,10 @@ class DownloadState:
         self._mutex = threading.Lock()
         self._load()
         self._fh = open(self.path, "ab")  # noqa: SIM115 - closed in close()
+        if self._fh.tell() and not self._ends_with_newline():
+            # a torn line from a crash must not swallow the first new record
+            self._fh.write(b"\n")
+            self._fh.flush()
 
     def _load(self) -> None:
         try:
@@ -243,12 +249,12 @@ class DownloadState:
     def _append(self, entry: Mapping[str, Any]) -> None:
         line = json.dumps(entry, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
         with self._mutex:
-            # a torn line from an earlier crash must not swallow this one
-            if self._fh.tell() and not self._ends_with_newline():
-                self._fh.write(b"\n")
+            # flushed, not fsynced: a killed process loses nothing (the OS has the bytes);
+            # an OS crash can lose a record, which only means downloading that file again.
+            # The file itself was fsynced before it got its name, so a record never vouches
+            # for bytes that are not on disk.
             self._fh.write(line.encode("utf-8") + b"\n")
             self._fh.flush()
-            os.fsync(self._fh.fileno())
 
     def _ends_with_newline(self) -> bool:
         with open(self.path, "rb") as fh:
@@ -349,21 +355,28 @@ def part_path(target: Path) -> Path:
     return target.with_name(f".{target.name}{PART_SUFFIX}")
 
 
-def atomic_write_bytes(target: Path, data: bytes) -> None:
-    """Write ``data`` to ``target`` via a fsynced part file and a rename."""
+def atomic_write_bytes(target: Path, data: bytes, *, durable: bool = True) -> None:
+    """Write ``data`` to ``target`` via a part file and a rename (readers never see half).
+
+    ``durable`` also fsyncs the part and the folder. Value outputs skip that: they are
+    compared byte for byte on every run and rewritten when different, so even an OS crash
+    that loses one heals on the next ``download``, and 10,000 fsyncs would cost minutes.
+    """
     target.parent.mkdir(parents=True, exist_ok=True)
     part = part_path(target)
     try:
         with open(part, "wb") as fh:
             fh.write(data)
             fh.flush()
-            os.fsync(fh.fileno())
+            if durable:
+                os.fsync(fh.fileno())
         os.replace(part, target)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(part)
         raise
-    _fsync_dir(target.parent)
+    if durable:
+        _fsync_dir(target.parent)
 
 
 def size_and_sha256(path: Path) -> tuple[int, str]:
@@ -480,10 +493,11 @@ def download_outputs(
                 file_tasks.append(task)
             else:
                 image_tasks.append(task)
-        pending_images = [
-            t for t in image_tasks if not state.image_complete(t.directory, url_key(t.url))
-        ]
-        skipped_images = [t for t in image_tasks if t not in pending_images]
+        pending_images: list[ImageTask] = []
+        skipped_images: list[ImageTask] = []
+        for t in image_tasks:
+            complete = state.image_complete(t.directory, url_key(t.url))
+            (skipped_images if complete else pending_images).append(t)
         for t in pending_images:
             # a new job (resubmitted case) has a new image whose files have other names:
             # remove the files we downloaded for the old one, or both would sit side by side
@@ -587,7 +601,7 @@ def _write_value(
             if target.read_bytes() == task.data:
                 summary.values_unchanged += 1
                 return
-        atomic_write_bytes(target, task.data)
+        atomic_write_bytes(target, task.data, durable=False)
         summary.values_written += 1
     except OSError as exc:
         fail(str(task.target), exc)

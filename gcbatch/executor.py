@@ -125,7 +125,10 @@ class ApplyOptions:
     poll_min: float = 0.2
     poll_max: float = 5.0
     lookahead: int = DEFAULT_LOOKAHEAD
-    checkpoint_every: int = 500
+    #: the lockfile is rewritten after this many events, and at least every
+    #: ``checkpoint_seconds`` while events happen (a rewrite is O(cases); events are O(1))
+    checkpoint_every: int = 5000
+    checkpoint_seconds: float = 10.0
 
     def __post_init__(self) -> None:
         if self.concurrency < 1:
@@ -346,6 +349,9 @@ class Executor:
         self._total = 0
         self._failed_hard = False
         self._last_poll = 0.0
+        #: when each job we created was created, and how long ended ones took (polling)
+        self._started: dict[str, float] = {}
+        self._durations: list[float] = []
         self._reconciler = Reconciler.for_client(
             client, algorithm.pk, wait_timeout=options.reconcile_wait,
             poll_interval=min(1.0, max(0.1, options.reconcile_wait / 30)), sleep=sleep,
@@ -415,10 +421,12 @@ class Executor:
                     *, adopted: bool) -> None:
         record = JobRecord(pk=job.pk, api_url=job.api_url, status=job.status,
                            submitted_at=utc_now(), fingerprint=fingerprint, inputs=dict(inputs))
+        # outcomes need not wait for the disk: lost only in a machine crash, the intent
+        # they close is then reconciled by the next run (intents are always durable)
         if adopted:
-            self.store.adopted(case_id, record)
+            self.store.adopted(case_id, record, durable=False)
         else:
-            self.store.submitted(case_id, record)
+            self.store.submitted(case_id, record, durable=False)
         with self._cond:
             self._job_case[job.pk] = case_id
 
@@ -481,12 +489,16 @@ class Executor:
         try:
             futures = [pool.submit(self._process_safely, w) for w in work]
             pending = set(futures)
+            last_checkpoint = self._clock()
             # wait in short slices so the main thread stays responsive to Ctrl-C
             while pending:
                 pending = {f for f in pending if not f.done()}
                 if pending:
                     self._done.wait(0.05)
                     self.progress.update(self.snapshot())
+                    if self._clock() - last_checkpoint >= self.options.checkpoint_seconds:
+                        self.store.checkpoint()
+                        last_checkpoint = self._clock()
         finally:
             pool.shutdown(wait=True, cancel_futures=False)
 
@@ -546,9 +558,21 @@ class Executor:
                 continue
             self._last_poll = now
             ended = self._poll(active)
-            # poll fast while jobs end, back off while nothing changes
+            # poll fast while jobs end, back off while nothing changes, but never beyond a
+            # 20th of the jobs' observed duration (a refill must not wait a whole poll)
             interval = self.options.poll_min if ended else min(
-                self.options.poll_max, interval * 1.5)
+                self._poll_cap(), interval * 1.5)
+
+    def _poll_cap(self) -> float:
+        with self._cond:
+            seen = sorted(self._durations[-50:])
+        if seen:
+            median = seen[len(seen) // 2]
+        elif self.algorithm.average_duration:  # the server's estimate, until we see our own
+            median = self.algorithm.average_duration
+        else:
+            return self.options.poll_max
+        return min(self.options.poll_max, max(self.options.poll_min, median / 20))
 
     def _poll(self, pks: list[str]) -> int:
         """Refresh our active jobs' statuses; free the slots of those that ended.
@@ -590,8 +614,13 @@ class Executor:
         if updates:
             self.store.statuses(updates)
         if ended:
+            now = self._clock()
             with self._cond:
                 self._state = adm.jobs_ended(self._state, ended)
+                for pk in ended:
+                    started = self._started.pop(pk, None)
+                    if started is not None:
+                        self._durations.append(now - started)
                 self._cond.notify_all()
         return len(ended)
 
@@ -953,6 +982,7 @@ class Executor:
             self._count_posting(-1)
             with self._cond:
                 self._state = adm.job_created(self._state, job.pk)
+                self._started[job.pk] = self._clock()
                 self._cond.notify_all()
             self._record_job(case.id, job, case.fingerprint, case.digests(), adopted=False)
             self._outcome(case.id, "submitted", f"job {job.pk}", job.pk)
@@ -973,7 +1003,7 @@ class Executor:
         self.progress.log(f"{case.id}: {why}; looking for the job on the server")
         # a request the server is still processing may commit a moment later
         self._sleep(0.5)
-        verdict = self._reconciler.reconcile(sent, self._claimed, refresh=True,
+        verdict = self._reconciler.reconcile(sent, self._claimed, refresh=True, recent=True,
                                              should_stop=lambda: False)
         if isinstance(verdict, Adopt):
             job = verdict.job

@@ -544,7 +544,8 @@ class Journal:
             return
         self._fh.write(data)
         self._fh.flush()
-        os.fsync(self._fh.fileno())
+        self._written += 1  # one write, made durable by one (possibly shared) fsync
+        self.sync(self._written)
 
     def truncate(self) -> None:
         self._fh.truncate(0)
@@ -690,8 +691,14 @@ class LockfileStore:
         with self._mutex:
             return self._lockfile
 
-    def record(self, event: Mapping[str, Any]) -> Lockfile:
-        """Journal one event (fsynced), fold it in, and return the new state."""
+    def record(self, event: Mapping[str, Any], *, durable: bool = True) -> Lockfile:
+        """Journal one event (fsynced), fold it in, and return the new state.
+
+        ``durable=False`` (outcomes only): written and flushed to the OS, so it survives
+        the process being killed, but not waited on to reach the disk; the next event's
+        fsync carries it. Losing it in a machine crash only leaves its intent in doubt,
+        which the next run reconciles. Intents must always be durable.
+        """
         event = {"at": utc_now(), **event}
         with self._mutex:
             new = apply_event(self._lockfile, event, source=str(self._journal.path))
@@ -703,7 +710,8 @@ class LockfileStore:
                 self._checkpoint_locked()
         # fsync outside the mutex (group commit): concurrent events share one fsync; the
         # caller acts on the event only after this returns, so it is durable by then
-        self._journal.sync(seq)
+        if durable:
+            self._journal.sync(seq)
         return new
 
     def record_many(self, events: Iterable[Mapping[str, Any]]) -> Lockfile:
@@ -741,14 +749,14 @@ class LockfileStore:
         self.record({"event": "intent", "case": case, "fingerprint": fingerprint,
                      "inputs": dict(inputs), "uploads": list(uploads), "payload": payload})
 
-    def submitted(self, case: str, job: JobRecord) -> None:
-        self.record({"event": "submitted", "case": case, "job": job.as_json()})
+    def submitted(self, case: str, job: JobRecord, *, durable: bool = True) -> None:
+        self.record({"event": "submitted", "case": case, "job": job.as_json()}, durable=durable)
 
-    def adopted(self, case: str, job: JobRecord) -> None:
-        self.record({"event": "adopted", "case": case, "job": job.as_json()})
+    def adopted(self, case: str, job: JobRecord, *, durable: bool = True) -> None:
+        self.record({"event": "adopted", "case": case, "job": job.as_json()}, durable=durable)
 
-    def rejected(self, case: str, reason: str) -> None:
-        self.record({"event": "rejected", "case": case, "reason": reason})
+    def rejected(self, case: str, reason: str, *, durable: bool = True) -> None:
+        self.record({"event": "rejected", "case": case, "reason": reason}, durable=durable)
 
     def status(self, case: str, job_pk: str, status: str) -> None:
         self.record({"event": "status", "case": case, "job": job_pk, "status": status})

@@ -64,6 +64,8 @@ class PlainProgress:
         self._lock = threading.Lock()
 
     def update(self, snapshot: Snapshot) -> None:
+        if snapshot.total == 0:
+            return  # nothing to submit: the summary says it all
         line = describe(snapshot)
         now = self._clock()
         with self._lock:

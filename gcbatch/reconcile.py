@@ -30,6 +30,7 @@ never sent, so certainly no job) or ``"post"`` (the POST may have gone out).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -60,6 +61,8 @@ __all__ = [
 
 STAGE_UPLOAD = "upload"
 STAGE_POST = "post"
+#: how many of the newest jobs an in-run reconciliation reads
+RECENT_JOBS = 1000
 
 
 # --------------------------------------------------------------------------- what we sent
@@ -358,12 +361,14 @@ class Reconciler:
         list_jobs: Callable[[], Iterable[Job]],
         list_image_pks: Callable[[str], Iterable[str]],
         upload_exists: Callable[[str], bool],
+        list_recent_jobs: Callable[[], Iterable[Job]] | None = None,
         wait_timeout: float = 60.0,
         poll_interval: float = 1.0,
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._list_jobs = list_jobs
+        self._list_recent = list_recent_jobs
         self._list_image_pks = list_image_pks
         self._upload_exists = upload_exists
         self.wait_timeout = wait_timeout
@@ -383,10 +388,26 @@ class Reconciler:
                 return False
             return True
 
+        def recent() -> list[Job]:
+            # the list is oldest first: read only its tail, where a job our POST just
+            # made must be (a full listing of a busy algorithm is many pages)
+            params = {"algorithm_image__algorithm": algorithm_pk}
+            head = client.get_json("algorithms/jobs/", {**params, "limit": 1})
+            count = int(head.get("count") or 0) if isinstance(head, dict) else 0
+            page = client.get_json("algorithms/jobs/", {
+                **params, "limit": RECENT_JOBS, "offset": max(0, count - RECENT_JOBS)})
+            results = page.get("results") if isinstance(page, dict) else None
+            jobs = []
+            for item in results or []:
+                with contextlib.suppress(ValueError):
+                    jobs.append(Job.from_json(item))
+            return jobs
+
         return cls(
             list_jobs=lambda: client.list_jobs(algorithm_pk),
             list_image_pks=lambda name: [img.pk for img in client.list_images(name=name)],
             upload_exists=upload_exists,
+            list_recent_jobs=recent,
             **kwargs,
         )
 
@@ -395,11 +416,18 @@ class Reconciler:
             self._jobs_cache = tuple(self._list_jobs())
         return self._jobs_cache
 
-    def evidence(self, sent: Sent, *, refresh: bool = False) -> Evidence:
+    def evidence(self, sent: Sent, *, refresh: bool = False, recent: bool = False) -> Evidence:
         """Ask in this order: jobs, then image names, then uploads. Inputs only ever get
         attached (never detached), so a job listed without its image is seen as partial
-        ("wait"), and a job listed with it has an image the later name query finds."""
-        jobs = self.jobs(refresh=refresh)
+        ("wait"), and a job listed with it has an image the later name query finds.
+
+        ``recent``: only the newest jobs (right after our own POST, the job it may have
+        made is among them); otherwise every job of the algorithm (cached until refresh).
+        """
+        if recent and self._list_recent is not None:
+            jobs = tuple(self._list_recent())
+        else:
+            jobs = self.jobs(refresh=refresh)
         named: dict[str, frozenset[str]] = {}
         for item in sent.inputs:
             if item.kind == "uploads":
@@ -420,6 +448,7 @@ class Reconciler:
         claimed: Callable[[], frozenset[str]],
         *,
         refresh: bool = False,
+        recent: bool = False,
         should_stop: Callable[[], bool] = lambda: False,
     ) -> Verdict:
         """Decide for one intent, re-asking the server while the verdict is :class:`Wait`.
@@ -431,14 +460,14 @@ class Reconciler:
         if sent.stage != STAGE_POST:
             return decide(sent, Evidence(), claimed())
         deadline = self._clock() + self.wait_timeout
-        verdict = decide(sent, self.evidence(sent, refresh=refresh), claimed())
+        verdict = decide(sent, self.evidence(sent, refresh=refresh, recent=recent), claimed())
         rounds = 0
         while isinstance(verdict, Wait) and rounds < 10_000:
             rounds += 1
             if self._clock() >= deadline or should_stop():
                 return verdict
             self._sleep(self.poll_interval)
-            verdict = decide(sent, self.evidence(sent, refresh=True), claimed())
+            verdict = decide(sent, self.evidence(sent, refresh=True, recent=recent), claimed())
         return verdict
 
 

@@ -119,7 +119,13 @@ def check_records(
         lines += 1
         method, path, status = rec["method"], rec["path"], int(rec["status"])
         op = spec.match(method, path)
-        key = (method, op.template if op else path, status, rec.get("content_type") or "", rec.get("body"))
+        key = (
+            method,
+            op.template if op else path,
+            status,
+            rec.get("content_type") or "",
+            rec.get("body"),
+        )
         if key in seen:
             continue
         seen.add(key)
@@ -140,9 +146,7 @@ def check_records(
             continue
         checked += 1
         query = f"?{rec['query']}" if rec.get("query") else ""
-        violations.extend(
-            f"{method} {path}{query} -> {status}: {err}" for err in verdict.errors
-        )
+        violations.extend(f"{method} {path}{query} -> {status}: {err}" for err in verdict.errors)
     return lines, checked, unchecked, violations
 
 
@@ -155,7 +159,10 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     state.lines, state.checked, state.unchecked, state.violations = check_records(
         spec, iter_records(state.directory)
     )
-    if state.violations and session.exitstatus in (pytest.ExitCode.OK, pytest.ExitCode.NO_TESTS_COLLECTED):
+    if state.violations and session.exitstatus in (
+        pytest.ExitCode.OK,
+        pytest.ExitCode.NO_TESTS_COLLECTED,
+    ):
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 

@@ -150,6 +150,10 @@ def test_dropped_job_posts_are_adopted_not_duplicated(world: World) -> None:
     assert lock is not None
     pks = [e.job.pk for e in lock.cases.values() if e.job]
     assert len(set(pks)) == 30
+    # in-run reconciliation reads only the tail of the job list
+    tails = [r for r in world.requests() if r["path"].endswith("/algorithms/jobs/")
+             and r["method"] == "GET" and "limit=1000" in r["query"] and "offset=" in r["query"]]
+    assert tails
 
 
 def test_dropped_upload_job_posts_are_adopted_after_validation(world: World) -> None:
@@ -382,3 +386,42 @@ def test_server_rejection_stops_without_keep_going(world: World) -> None:
     going = world.apply(manifest, keep_going=True, concurrency=1)
     assert going.counts()["failed"] == 1 and going.counts()["submitted"] == 7
     assert world.jobs() == 9
+
+
+def wait_for_statuses(world: World, terminal: set[str], n: int, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        counts = world.app.stats()["statuses"]
+        if sum(counts.get(s, 0) for s in terminal) >= n:
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"jobs did not end: {world.app.stats()['statuses']}")
+
+
+def test_retry_failed_resubmits_with_history(world: World) -> None:
+    world.app.set_config(world.app.config.replace(failure_rate=1.0))
+    manifest = world.manifest(image_manifest(world, 2))
+    assert world.apply(manifest).counts()["submitted"] == 2
+    wait_for_statuses(world, {"Failed"}, 2)
+    plain = world.apply(manifest)
+    assert plain.counts()["unchanged"] == 2  # without the flag, failed jobs stay
+    world.app.set_config(world.app.config.replace(failure_rate=0.0))
+    retried = world.apply(manifest, retry_failed=True)
+    assert retried.counts()["submitted"] == 2, retried.render()
+    lock = load(world.dir / "study.lock")
+    assert lock is not None
+    for entry in lock.cases.values():
+        assert entry.job is not None and len(entry.history) == 1
+        assert entry.history[0].status == "Failed"
+    assert world.jobs() == 4
+
+
+def test_retry_failed_value_case_is_refused_by_the_server_dedup(world: World) -> None:
+    world.app.set_config(world.app.config.replace(failure_rate=1.0))
+    manifest = world.manifest(value_manifest(1))
+    assert world.apply(manifest).counts()["submitted"] == 1
+    wait_for_statuses(world, {"Failed"}, 1)
+    retried = world.apply(manifest, retry_failed=True)
+    assert retried.counts()["failed"] == 1
+    assert "identical value inputs" in retried.outcomes[0].message
+    assert world.jobs() == 1

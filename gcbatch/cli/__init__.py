@@ -9,7 +9,8 @@ the result. Errors are mapped to exit codes here, in one place (:func:`main`), f
 5 ``wait --timeout`` passed before every job ended · 130 Ctrl-C.
 
 Command modules live beside this file (``validate.py``, ``plan.py``, ``apply.py``, ...) and
-are listed in ``_COMMAND_MODULES``; a module exports ``COMMANDS``, a list of click commands.
+are listed in ``_COMMAND_MODULES`` by command name; a module exports ``COMMANDS``, a list of
+click commands.
 """
 
 from __future__ import annotations
@@ -23,33 +24,40 @@ import click
 from gcbatch import __version__
 from gcbatch.errors import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_INVALID, GcbatchError
 
-_COMMAND_MODULES = (
-    "gcbatch.cli.validate",
-    "gcbatch.cli.plan",
-    "gcbatch.cli.apply",
-    "gcbatch.cli.results",
-    "gcbatch.cli.sandbox",
-)
+# Command name → the module that defines it. Modules are imported only when their command
+# is used (or help lists them), so `gcbatch sandbox serve` does not pay for jsonschema and
+# `gcbatch validate` does not pay for httpx: start-up time is felt on every call.
+_COMMAND_MODULES: dict[str, str] = {
+    "validate": "gcbatch.cli.validate",
+    "plan": "gcbatch.cli.plan",
+    "apply": "gcbatch.cli.apply",
+    "status": "gcbatch.cli.results",
+    "wait": "gcbatch.cli.results",
+    "download": "gcbatch.cli.results",
+    "sandbox": "gcbatch.cli.sandbox",
+}
 
 
-class _Group(click.Group):
-    """Loads the command modules that exist (so a partial checkout still runs)."""
+class _LazyGroup(click.Group):
+    """Imports a command's module on first use; a module exports ``COMMANDS``."""
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        for name in _COMMAND_MODULES:
-            try:
-                module = importlib.import_module(name)
-            except ModuleNotFoundError as exc:
-                if exc.name == name:
-                    continue
-                raise
-            for command in getattr(module, "COMMANDS", ()):
-                self.add_command(command)
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(_COMMAND_MODULES)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        module_name = _COMMAND_MODULES.get(cmd_name)
+        if module_name is None:
+            return None
+        module = importlib.import_module(module_name)
+        commands: list[Any] = getattr(module, "COMMANDS", [])
+        for command in commands:
+            if command.name == cmd_name:
+                return command  # type: ignore[no-any-return]
+        return None
 
 
 @click.group(
-    cls=_Group,
+    cls=_LazyGroup,
     context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
 )
 @click.version_option(__version__, prog_name="gcbatch")

@@ -75,9 +75,18 @@ class _Scope:
     summaries: dict[str, dict[str, str]]  # case id → input socket → source summary
 
 
-def _scope(session: Session, manifest: Manifest, targeting: Targeting) -> _Scope:
+def _scope(session: Session, manifest: Manifest, targeting: Targeting, *,
+           archives: bool = False) -> _Scope:
+    """Cases and input summaries. ``archives``: also expand ``foreach: {archive: ...}``
+    generators (a couple of requests per archive; ``download`` wants their summaries for
+    the result table, ``status``/``wait`` do not)."""
     # no hasher: only case ids and summaries are needed, never file contents
     expansion = expand(manifest, hasher=None)
+    if archives and expansion.needs_server:
+        from gcbatch.executor import fetch_archive_items
+
+        items, _ = fetch_archive_items(session.client, manifest)
+        expansion = expand(manifest, archive_items=items, hasher=None)
     locked = lockmod.load(session.lockfile, server=session.server, algorithm=manifest.algorithm)
     locked_ids = set(locked.cases) if locked is not None else set()
     manifest_ids = {case.id for case in expansion.cases}
@@ -364,7 +373,7 @@ def download(manifest: Path, connection: ConnectionOptions, as_json: bool,
         raise ConfigError(f"--out {out_dir}: not a directory")
     display = _DownloadDisplay(_stderr())
     with connected(connection, manifest, manifest_server=loaded.server) as session:
-        scope = _scope(session, loaded, targeting)
+        scope = _scope(session, loaded, targeting, archives=True)
         outcome = _Refresher(session, scope)(scope.all_ids)
         targeted = set(scope.targeted)
         jobs = {cid: job for cid, job in outcome.jobs.items() if cid in targeted}

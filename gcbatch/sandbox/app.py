@@ -20,6 +20,28 @@ URLs the sandbox serves besides the API:
 - ``/_storage/uploads/<upload pk>?uploadId=..&partNumber=..&X-Sandbox-...``: the presigned
   part PUT (no token), answers 200 with ``ETag`` = quoted md5 of the part.
 - ``/_sandbox/stats``, ``/_sandbox/requests?since=N``, ``/_sandbox/config`` (admin).
+
+Deliberate differences from the recorded platform (each also in docs/fidelity.md):
+
+- socket values carry the socket under ``"socket"`` as well as ``"interface"`` (newer
+  servers and gcapi 0.16.1's models); ``gcapi/`` advertises 0.16.1, not 0.13.2;
+- storage lives on the API's own host (``/_storage/...``, HMAC-signed URLs, ETag = md5),
+  so a client that sends its token to the API host also sends it there; it is accepted
+  (and logged as ``had_authorization``) unless ``storage_rejects_authorization`` is set,
+  which answers 400 like S3 does;
+- job pks are time-ordered (still version-4 shaped) to keep SQLite's writes per job few;
+- a job lists only its creator's jobs (the platform also lists other users' public jobs);
+- the rolling month of credits is counted in whole UTC days;
+- images from uploads are stored as uploaded (no conversion; a DICOM series keeps its
+  first file); image metadata comes from the MetaImage header only;
+- outputs of a succeeded job are made when the job is first looked at, and their file and
+  image bytes are recomputed on download (they are a pure function of the inputs).
+
+Not emulated: the admin side, upload sessions (``upload_session`` is refused as a missing
+object), reader studies, DICOM image sets, hanging protocols / view content (always
+empty), the per-user 128 GiB tier for verified users, HTTP throttling (inject 429s with
+the fault plan instead), and real S3 (a 500 plain-text page stands for boto3's errors,
+as recorded).
 """
 
 from __future__ import annotations
@@ -51,7 +73,7 @@ from gcbatch.sandbox.store import CivRow, ImageRow, JobRow, Store, UploadRow
 
 API = "/api/v1/"
 MONTH_SECONDS = 30 * 86400.0
-REQUEST_LOG_SIZE = 200_000
+REQUEST_LOG_SIZE = 100_000  # newest entries kept for /_sandbox/requests (bounded memory)
 DUE_RECHECK_SECONDS = 0.25
 
 ALLOW_LIST_RO = "GET, HEAD, OPTIONS"
@@ -437,6 +459,14 @@ class SandboxApp:
             if n == 1:
                 return self._only(req, ALLOW_LIST_RO, lambda: self._archives(req, user))
             if segs[1] == "items":
+                # Creating or editing archive items is not emulated (docs/fidelity.md): the
+                # platform's DjangoObjectPermissions refuse a user without the model
+                # permission before any handler runs, as for job PUT/PATCH (capture 129).
+                if (n == 2 and m == "POST") or (n == 3 and m in ("PUT", "PATCH", "DELETE")):
+                    allow = ALLOW_LIST_RW if n == 2 else "GET, PUT, PATCH, HEAD, OPTIONS"
+                    if user is None:
+                        return detail(401, _MSG_NO_CREDENTIALS, allow=allow)
+                    return detail(403, _MSG_PERMISSION, allow=allow)
                 if n == 2:
                     return self._only(
                         req, ALLOW_LIST_RW, lambda: self._archive_items(req, user), extra="POST"

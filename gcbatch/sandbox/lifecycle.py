@@ -46,6 +46,7 @@ output echoes how it was invoked (``{"acc": 0.5, "score": 1, "invocation_json": 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import random
@@ -77,7 +78,9 @@ def make_schedule(config: SandboxConfig) -> str:
     return ",".join(repr(float(d)) for d in config.phase_durations())
 
 
+@functools.lru_cache(maxsize=64)
 def parse_schedule(schedule: str) -> tuple[float, ...]:
+    # Cached: a sandbox has a handful of distinct schedules and this runs per job event.
     return tuple(float(x) for x in schedule.split(","))
 
 

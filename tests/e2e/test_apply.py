@@ -341,3 +341,48 @@ def test_kill_during_a_large_upload_then_resume_resends_under_60_percent(
     entries = requests_since(sb, seq2)
     assert not [r for r in entries if r["method"] == "POST" and r["path"].endswith("/uploads/")]
     assert demo_jobs(sb) == 1
+
+
+def wait_for_jobs(sb: SandboxProcess, at_least: int, proc: subprocess.Popen[bytes],
+                  timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and proc.poll() is None:
+        if demo_jobs(sb) >= at_least:
+            return
+        time.sleep(0.02)
+
+
+def test_ctrl_c_once_finishes_in_flight_twice_exits_at_once_and_nothing_is_lost(
+    sandbox_process: Callable[..., SandboxProcess], tmp_path: Path
+) -> None:
+    sb = sandbox_process(settings=UNLIMITED, latency_ms=30)
+    manifest = value_manifest(tmp_path / "study.yaml", 150)
+    args = ["apply", str(manifest), "--server", sb.api_url, "--max-active", "1000",
+            "--concurrency", "2"]
+    # once: a graceful stop, exit 130, a consistent lockfile with nothing in doubt
+    log1 = tmp_path / "run1.log"
+    proc = start_cli(args, tmp_path, log1)
+    wait_for_jobs(sb, 10, proc)
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(30) == 130, log1.read_text()
+    assert "stopping" in log1.read_text()
+    lock = load(tmp_path / "study.lock")
+    assert lock is not None and not lock.in_doubt
+    created = demo_jobs(sb)
+    assert 10 <= created < 150
+    assert sum(1 for e in lock.cases.values() if e.job) == created
+    # twice: out at once; whatever was in flight is reconciled by the next run
+    log2 = tmp_path / "run2.log"
+    proc = start_cli(args, tmp_path, log2)
+    wait_for_jobs(sb, created + 10, proc)
+    proc.send_signal(signal.SIGINT)
+    time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(30) == 130, log2.read_text()
+    final = run_cli([*args, "--json"], tmp_path)
+    assert final.returncode == 0, final.stderr
+    assert demo_jobs(sb) == 150
+    lock = load(tmp_path / "study.lock")
+    assert lock is not None and not lock.in_doubt
+    pks = [e.job.pk for e in lock.cases.values() if e.job]
+    assert len(pks) == len(set(pks)) == 150

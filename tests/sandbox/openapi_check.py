@@ -46,6 +46,13 @@ SPEC_PATH = TESTS_DIR / "data" / "gc-openapi.json"
 #: The original beside the repository (present on the developers' machines and in CI).
 SHARED_DIR = REPO_ROOT.parent / "shared" / "gc-observed"
 SHARED_SPEC_PATH = SHARED_DIR / "openapi.json"
+#: The recorded exchanges, committed by the replay test (tests/sandbox/test_replay.py).
+LOCAL_CAPTURES_DIR = TESTS_DIR / "data" / "gc-observed"
+
+
+def captures_dir() -> Path:
+    """Where the recorded exchanges are: the committed copy, else shared/ beside the repo."""
+    return LOCAL_CAPTURES_DIR if (LOCAL_CAPTURES_DIR / "captures").is_dir() else SHARED_DIR
 
 _BASE_URI = "urn:gc-openapi"
 _METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "trace")

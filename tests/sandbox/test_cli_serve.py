@@ -178,13 +178,17 @@ def test_serve_keeps_state_in_its_db_across_restarts(
 
 
 def test_serve_applies_flags_to_the_config_and_faults(
-    sandbox_process: Callable[..., SandboxProcess],
+    sandbox_process: Callable[..., SandboxProcess], tmp_path: Path
 ) -> None:
+    plan = tmp_path / "faults.json"
+    plan.write_text(
+        json.dumps({"seed": 3, "latency_ms": 1, "rules": [{"action": 429, "path": "uploads/"}]})
+    )
     proc = sandbox_process(
         faults=["GET algorithms/:503:1:times=1"],
         latency_ms=5,
         extra_args=["--active-jobs-limit", "3", "--credits", "500", "--job-duration", "10",
-                    "--fault-seed", "11"],
+                    "--fault-seed", "11", "--faults-file", str(plan)],
     )  # fmt: skip
     config = proc.admin.config()["config"]
     assert config["max_active_jobs"] == 3
@@ -193,11 +197,16 @@ def test_serve_applies_flags_to_the_config_and_faults(
               "executing_seconds", "executed_seconds")  # fmt: skip
     assert sum(config[p] for p in phases) == pytest.approx(10)
     faults = proc.admin.faults()
-    assert faults["seed"] == 11 and faults["latency_ms"] == 5
+    assert faults["seed"] == 11 and faults["latency_ms"] == 6  # the file's + the flag's
+    assert [r["spec"] for r in faults["rules"]] == [
+        "/api/v1/uploads/:429:1",  # the file's rules first, then --faults
+        "GET /api/v1/algorithms/:503:1:times=1",
+    ]
     assert proc.info["fault_seed"] == 11
     with proc.client("demo") as client:
         assert client.get("algorithms/").status_code == 503
         assert client.get("algorithms/").status_code == 200
+        assert client.get("uploads/").status_code == 429
 
 
 def run_main(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:

@@ -37,6 +37,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
+import openapi_check as oc  # registered by tests/openapi_plugin.py
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
@@ -48,7 +49,6 @@ from schemathesis.specs.openapi.checks import (
     response_schema_conformance,
 )
 
-import openapi_check as oc  # registered by tests/openapi_plugin.py
 from gcbatch.sandbox.app import SandboxApp
 from gcbatch.sandbox.config import SandboxConfig
 from gcbatch.sandbox.transport import SandboxTransport
@@ -135,17 +135,18 @@ def test_every_implemented_operation_is_in_the_schema() -> None:
 class _SandboxWSGI:
     """A WSGI face for the sandbox (schemathesis drives WSGI apps in-process).
 
-    Each request is handed on through :class:`SandboxTransport`, the same in-process path
-    the rest of the suite uses; ``world`` is set by the module fixture below.
+    Each request is handed on, headers as generated (no token added), through
+    :class:`SandboxTransport`: the same in-process path the rest of the suite uses. The
+    clients are set by the ``world`` fixture below.
     """
 
     def __init__(self) -> None:
-        self.client: httpx.Client | None = None  # with the demo user's token
-        self.anonymous: httpx.Client | None = None  # no token (presigned storage URLs)
+        self.client: httpx.Client | None = None  # with the demo user's token (set-up calls)
+        self.anonymous: httpx.Client | None = None  # no token: generated cases, storage URLs
         self._lock = threading.Lock()
 
     def __call__(self, environ: dict[str, Any], start_response: Any) -> list[bytes]:
-        assert self.client is not None, "the sandbox fixture is not active"
+        assert self.anonymous is not None, "the sandbox fixture is not active"
         length = int(environ.get("CONTENT_LENGTH") or 0)
         body = environ["wsgi.input"].read(length) if length else b""
         headers = {
@@ -160,7 +161,7 @@ class _SandboxWSGI:
         query = environ.get("QUERY_STRING", "")
         url = f"http://testserver{raw_path}" + (f"?{query}" if query else "")
         with self._lock:
-            response = self.client.request(
+            response = self.anonymous.request(
                 environ["REQUEST_METHOD"], url, headers=headers, content=body
             )
         start_response(
@@ -303,17 +304,20 @@ def _use_world(case: Any, template: str, world: World) -> None:
         assert WSGI.client is not None
         upload = _fresh_upload(WSGI.client)
         case.path_parameters = {**(case.path_parameters or {}), **upload}
-        if template.endswith("/complete-multipart-upload/") and isinstance(case.body, dict):
-            # Complete with the one part really sent, so the 200 answer is checked too.
-            if case.body.get("parts"):  # an empty or missing list stays: 500 / 400
-                case.body = {**case.body, "parts": [_put_one_part(WSGI.client, upload)]}
+        # Complete with the one part really sent, so the 200 answer is checked too; an
+        # empty or missing list of parts stays as generated (500 / 400, as recorded).
+        completing = template.endswith("/complete-multipart-upload/")
+        if completing and isinstance(case.body, dict) and case.body.get("parts"):
+            case.body = {**case.body, "parts": [_put_one_part(WSGI.client, upload)]}
     elif template in world.ids:
         case.path_parameters = {**(case.path_parameters or {}), **world.ids[template]}
     elif template == "/api/v1/algorithms/jobs/" and isinstance(case.body, dict):
         case.body = {**case.body, "algorithm": world.algorithm_url}
 
 
-@pytest.mark.parametrize(("method", "template"), OPERATIONS, ids=[f"{m} {t}" for m, t in OPERATIONS])
+@pytest.mark.parametrize(
+    ("method", "template"), OPERATIONS, ids=[f"{m} {t}" for m, t in OPERATIONS]
+)
 def test_sandbox_answers_fit_the_platform_schema(method: str, template: str, world: World) -> None:
     operation = schema[template][method]
     headers = {"Authorization": f"Bearer {world.token}"}
@@ -338,8 +342,6 @@ def test_sandbox_answers_fit_the_platform_schema(method: str, template: str, wor
             _use_world(case, template, world)
         response = case.call_and_validate(headers=headers, checks=CHECKS)
         seen.append(response.status_code)
-        if os.environ.get("H8DEBUG") and "presigned" in template:
-            print("DBG", use_world, case.path_parameters, case.body, response.status_code, response.text[:150])
 
     run()
     statuses = sorted(Counter(seen).items())

@@ -8,6 +8,7 @@ import http.client
 import json
 import socket
 import ssl
+import statistics
 import threading
 import time
 from collections.abc import Iterator
@@ -193,18 +194,19 @@ def test_no_delayed_ack_stall_on_small_requests(echo_server: SandboxHTTPServer) 
     # http.client, like httpcore, writes headers and body separately; with a server that
     # answered in two writes without TCP_NODELAY each exchange would take ~40 ms.
     conn = http.client.HTTPConnection("127.0.0.1", echo_server.port, timeout=5)
+    timings: list[float] = []
     try:
         conn.request("GET", "/warm")
         conn.getresponse().read()
-        n = 40
-        start = time.perf_counter()
-        for i in range(n):
+        for i in range(40):
+            start = time.perf_counter()
             conn.request("POST", f"/x/{i}", body=b'{"a": 1}', headers={"Content-Type": "x"})
             assert conn.getresponse().read()
-        per_request = (time.perf_counter() - start) / n
+            timings.append(time.perf_counter() - start)
     finally:
         conn.close()
-    assert per_request < 0.015, f"{per_request * 1000:.1f} ms per request"
+    median = statistics.median(timings)  # robust to a busy machine's scheduling hiccups
+    assert median < 0.02, f"{median * 1000:.1f} ms per request"
 
 
 def test_stop_closes_idle_keep_alive_connections_and_frees_the_port(echo_app: Any) -> None:
