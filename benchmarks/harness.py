@@ -323,7 +323,8 @@ def render_results(results: Sequence[ScenarioResult]) -> str:
         if res.error:
             lines.append(f"- ERROR: {res.error}")
         if lines:
-            parts.append(f"**{res.number}. {res.title}** ({res.params})")
+            params = f" ({res.params})" if res.params else ""
+            parts.append(f"**{res.number}. {res.title}**{params}")
             parts.extend(lines)
             parts.append("")
     return "\n".join(parts).rstrip() + "\n"

@@ -101,8 +101,12 @@ __all__ = [
 DEFAULT_CONCURRENCY = 32
 #: Cases whose files may be uploaded ahead of a free slot.
 DEFAULT_LOOKAHEAD = 2
-#: Poll up to this many active jobs with one GET each; more, with the job list.
-_POLL_EACH_MAX = 64
+#: Poll up to this many active jobs with one GET each (in parallel); more, with the list.
+_POLL_EACH_MAX = 32
+#: The fastest status polling goes (for jobs that end within a second or so).
+_POLL_FLOOR = 0.01
+#: Until a first job of ours has ended (duration unknown), polls back off only to this.
+_POLL_UNKNOWN_MAX = 2.0
 #: How often a definitely-unsent job POST (429, connection refused) is tried again.
 _MAX_UNSENT_RETRIES = 8
 
@@ -348,10 +352,12 @@ class Executor:
         self._bytes_total = 0
         self._total = 0
         self._failed_hard = False
+        self._finished = 0  # cases done with (whatever the outcome)
         self._last_poll = 0.0
         #: when each job we created was created, and how long ended ones took (polling)
         self._started: dict[str, float] = {}
         self._durations: list[float] = []
+        self._pollers: ThreadPoolExecutor | None = None
         self._reconciler = Reconciler.for_client(
             client, algorithm.pk, wait_timeout=options.reconcile_wait,
             poll_interval=min(1.0, max(0.1, options.reconcile_wait / 30)), sleep=sleep,
@@ -468,6 +474,8 @@ class Executor:
             with self._cond:
                 self._cond.notify_all()
             monitor.join(timeout=30)
+            if self._pollers is not None:
+                self._pollers.shutdown(wait=True)
             self.store.checkpoint()
             self.progress.update(self.snapshot())
         outcomes = tuple(self._outcomes[c] for c in sorted(self._outcomes))
@@ -487,18 +495,19 @@ class Executor:
         pool = ThreadPoolExecutor(max_workers=self.options.concurrency,
                                   thread_name_prefix="gcbatch-worker")
         try:
-            futures = [pool.submit(self._process_safely, w) for w in work]
-            pending = set(futures)
+            for w in work:
+                pool.submit(self._process_safely, w)
             last_checkpoint = self._clock()
             # wait in short slices so the main thread stays responsive to Ctrl-C
-            while pending:
-                pending = {f for f in pending if not f.done()}
-                if pending:
-                    self._done.wait(0.05)
-                    self.progress.update(self.snapshot())
-                    if self._clock() - last_checkpoint >= self.options.checkpoint_seconds:
-                        self.store.checkpoint()
-                        last_checkpoint = self._clock()
+            while True:
+                with self._cond:
+                    if self._finished >= len(work):
+                        break
+                    self._cond.wait(timeout=0.1)
+                self.progress.update(self.snapshot())
+                if self._clock() - last_checkpoint >= self.options.checkpoint_seconds:
+                    self.store.checkpoint()
+                    last_checkpoint = self._clock()
         finally:
             pool.shutdown(wait=True, cancel_futures=False)
 
@@ -518,6 +527,7 @@ class Executor:
             with self._cond:
                 if case.id not in self._outcomes:
                     self._outcomes[case.id] = CaseOutcome(case.id, "waiting", "not submitted")
+                self._finished += 1
                 self._cond.notify_all()
 
     def _after_failure(self) -> None:
@@ -543,36 +553,69 @@ class Executor:
         """Poll our active jobs while a worker waits for a slot; back off while none ends.
 
         Nobody waiting → no polling at all (statuses are ``status``'s business; apply only
-        needs them to refill slots).
+        needs them to refill slots). The pace follows the jobs' observed duration: a 20th
+        of it, between ``_POLL_FLOOR`` and ``poll_max`` (jobs of seconds are refilled
+        within a few tens of milliseconds; jobs of minutes cost a GET per job every few
+        seconds), growing by half while nothing ends.
         """
         interval = self.options.poll_min
         for _ in range(100_000_000):
-            self._done.wait(self.options.poll_min)
-            if self._done.is_set():
-                return
             with self._cond:
-                waiting = self._slot_waiters > 0
+                if self._done.is_set():
+                    return
+                if self._slot_waiters == 0 or not self._state.active:
+                    # sleep until a worker starts waiting for a slot (it notifies)
+                    self._cond.wait(timeout=0.5)
+                    continue
                 active = sorted(self._state.active)
-            now = self._clock()
-            if not waiting or not active or now - self._last_poll < interval:
+            wait = self._last_poll + interval - self._clock()
+            if wait > 0:
+                self._done.wait(min(wait, self.options.poll_max))
                 continue
-            self._last_poll = now
+            self._last_poll = self._clock()
             ended = self._poll(active)
-            # poll fast while jobs end, back off while nothing changes, but never beyond a
-            # 20th of the jobs' observed duration (a refill must not wait a whole poll)
-            interval = self.options.poll_min if ended else min(
-                self._poll_cap(), interval * 1.5)
+            interval = self._next_interval(ended, interval)
 
-    def _poll_cap(self) -> float:
+    def _median_duration(self) -> float | None:
+        """How long our jobs take, as observed (else the server's average, else None)."""
         with self._cond:
             seen = sorted(self._durations[-50:])
         if seen:
-            median = seen[len(seen) // 2]
-        elif self.algorithm.average_duration:  # the server's estimate, until we see our own
-            median = self.algorithm.average_duration
-        else:
-            return self.options.poll_max
-        return min(self.options.poll_max, max(self.options.poll_min, median / 20))
+            return seen[len(seen) // 2]
+        return self.algorithm.average_duration or None
+
+    def _next_interval(self, ended: int, interval: float) -> float:
+        """Sleep until the oldest active job is due to end, then poll briskly (backing off
+        while it is overdue). Without any duration yet: start fast and grow gently, up to
+        ``_POLL_UNKNOWN_MAX``."""
+        median = self._median_duration()
+        if median is None:
+            if ended:
+                return self.options.poll_min
+            return min(_POLL_UNKNOWN_MAX, self.options.poll_max, interval * 1.25)
+        low, high = self._poll_bounds()
+        with self._cond:
+            starts = [self._started[pk] for pk in self._state.active if pk in self._started]
+        if starts:
+            until_due = min(starts) + median - self._clock()
+            if until_due > 0:
+                return max(low, min(self.options.poll_max, until_due))
+        return low if ended else min(high, max(low, interval * 1.5))
+
+    def _poll_pool(self) -> ThreadPoolExecutor:
+        if self._pollers is None:
+            self._pollers = ThreadPoolExecutor(max_workers=_POLL_EACH_MAX,
+                                               thread_name_prefix="gcbatch-poll")
+        return self._pollers
+
+    def _poll_bounds(self) -> tuple[float, float]:
+        """(interval while jobs are due, the most it backs off to while they are overdue):
+        a 40th and a 20th of the jobs' duration, within [_POLL_FLOOR, poll_max]."""
+        median = self._median_duration()
+        if median is None:
+            return self.options.poll_min, self.options.poll_max
+        low = max(_POLL_FLOOR, min(self.options.poll_min, median / 40))
+        return low, max(low, min(self.options.poll_max, median / 20))
 
     def _poll(self, pks: list[str]) -> int:
         """Refresh our active jobs' statuses; free the slots of those that ended.
@@ -589,9 +632,8 @@ class Executor:
                 except (ApiError, TransportError):
                     return pk, None
 
-            with ThreadPoolExecutor(max_workers=min(8, len(pks)),
-                                    thread_name_prefix="gcbatch-poll") as pool:
-                statuses = {pk: st for pk, st in pool.map(one, pks) if st is not None}
+            # one GET per job, all at once: a poll costs one round trip
+            statuses = {pk: st for pk, st in self._poll_pool().map(one, pks) if st is not None}
         else:
             wanted = set(pks)
             try:
@@ -880,6 +922,7 @@ class Executor:
     def _reserve_slot(self) -> bool:
         with self._cond:
             self._slot_waiters += 1
+            self._cond.notify_all()  # wakes the monitor: someone needs a slot
             try:
                 rounds = 0
                 while True:
@@ -895,38 +938,37 @@ class Executor:
                 self._slot_waiters -= 1
 
     def _submit(self, case: Case, sent: Sent, *, retrying: bool) -> None:
-        prepared = False
-        if sent.has_uploads:
-            if not self._acquire_prepare():
-                raise self._stop_case(case, "waiting", "not submitted (stopped)")
-            prepared = True
-            try:
+        # prepared[0]: this case holds an "uploading ahead of a slot" token
+        prepared = [False]
+        try:
+            if sent.has_uploads:
+                if not self._acquire_prepare():
+                    raise self._stop_case(case, "waiting", "not submitted (stopped)")
+                prepared[0] = True
                 self._journal_intent(case, sent.at_stage(STAGE_UPLOAD))
                 sent = self._ensure_uploads(case, sent)
-            except BaseException:
-                self._release_prepare()
-                raise
-        try:
             self._post_until_done(case, sent, retrying=retrying, prepared=prepared)
         finally:
-            if prepared:
+            if prepared[0]:
                 self._release_prepare()
 
-    def _post_until_done(self, case: Case, sent: Sent, *, retrying: bool, prepared: bool) -> None:
+    def _post_until_done(self, case: Case, sent: Sent, *, retrying: bool,
+                         prepared: list[bool]) -> None:
         unsent_retries = 0
         for _ in range(10_000):
             if not self._reserve_slot():
-                if sent.has_uploads:
-                    reason = ("out of algorithm credits" if self._state.stopped
-                              else "stopped before submission")
-                    self.store.rejected(case.id, reason)
+                if self._state.stopped and sent.has_uploads:
+                    # credits come back in weeks, uploads expire in a day: let them go
+                    self.store.rejected(case.id, "out of algorithm credits")
+                # on Ctrl-C the intent stays (stage "upload": certainly no job), so the
+                # next run reuses these uploads without asking the server anything
                 raise self._stop_case(case, "waiting", "not submitted ("
                                       + ("out of credits" if self._state.stopped else "stopped")
                                       + ")")
-            if prepared:
+            if prepared[0]:
                 # the slot is ours now: this case no longer counts as "uploaded ahead"
                 self._release_prepare()
-                prepared = False
+                prepared[0] = False
             posting = sent.at_stage(STAGE_POST)
             self._journal_intent(case, posting)
             with self._cond:
@@ -1003,8 +1045,16 @@ class Executor:
         self.progress.log(f"{case.id}: {why}; looking for the job on the server")
         # a request the server is still processing may commit a moment later
         self._sleep(0.5)
-        verdict = self._reconciler.reconcile(sent, self._claimed, refresh=True, recent=True,
-                                             should_stop=lambda: False)
+        try:
+            verdict = self._reconciler.reconcile(sent, self._claimed, refresh=True,
+                                                 recent=True, should_stop=lambda: False)
+        except (ApiError, TransportError) as exc:
+            with self._cond:
+                self._state = adm.resolve_in_doubt(self._state, case.id, None)
+                self._cond.notify_all()
+            self._outcome(case.id, "in_doubt", f"{why}; the server could not be asked ({exc}); "
+                          "the next apply reconciles it")
+            return None
         if isinstance(verdict, Adopt):
             job = verdict.job
             self._record_job(case.id, job, case.fingerprint, case.digests(), adopted=True)

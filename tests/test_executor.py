@@ -425,3 +425,18 @@ def test_retry_failed_value_case_is_refused_by_the_server_dedup(world: World) ->
     assert retried.counts()["failed"] == 1
     assert "identical value inputs" in retried.outcomes[0].message
     assert world.jobs() == 1
+
+
+def test_too_many_uploads_pauses_uploads_then_goes_on(world: World,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    from gcbatch import admission
+
+    monkeypatch.setattr(admission, "UPLOAD_PAUSE_FIRST", 0.05)
+    world.app.set_config(world.app.config.replace(max_live_uploads=2))
+    manifest = world.manifest(image_manifest(world, 6))
+    summary = world.apply(manifest, concurrency=6)
+    assert summary.counts()["submitted"] == 6, summary.render()
+    refused = [r for r in world.requests()
+               if r["method"] == "POST" and r["path"].endswith("/uploads/") and r["status"] == 400]
+    assert refused  # the quota was hit, and apply waited instead of failing
+    assert world.jobs() == 6

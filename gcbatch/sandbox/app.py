@@ -175,7 +175,7 @@ class SandboxApp:
         )
         self.clock = clock
         self.store = Store(Path(db_path) if db_path is not None else None)
-        self._log: deque[dict[str, Any]] = deque(maxlen=REQUEST_LOG_SIZE)
+        self._log: deque[tuple[int, tuple[Any, ...]]] = deque(maxlen=REQUEST_LOG_SIZE)
         self._log_seq = 0
         self._log_lock = threading.Lock()
         self._pk_lock = threading.Lock()
@@ -237,8 +237,22 @@ class SandboxApp:
         return response
 
     def requests_since(self, since: int) -> list[dict[str, Any]]:
+        """The logged requests after sequence number ``since`` (oldest first)."""
         with self._log_lock:
-            return [dict(e) for e in self._log if e["seq"] > since]
+            picked = [(seq, e) for seq, e in self._log if seq > since]
+        return [
+            {
+                "seq": seq,
+                "method": method,
+                "path": path,
+                "query": urlencode([(k, v) for k, vs in query.items() for v in vs]),
+                "status": status,
+                "user": user,
+                "had_authorization": had_auth,
+                "time": started,
+            }
+            for seq, (method, path, query, status, user, had_auth, started) in picked
+        ]
 
     # -- seed -------------------------------------------------------------------------------
 
@@ -350,20 +364,20 @@ class SandboxApp:
     def _record(
         self, req: Request, status: int, user: User | None, had_auth: bool, started: float
     ) -> None:
+        # A tuple now, a dict (with the query encoded) only when someone asks: this runs
+        # on every request.
+        entry = (
+            req.method,
+            req.path,
+            req.query,
+            status,
+            None if user is None else user.name,
+            had_auth,
+            started,
+        )
         with self._log_lock:
             self._log_seq += 1
-            self._log.append(
-                {
-                    "seq": self._log_seq,
-                    "method": req.method,
-                    "path": req.path,
-                    "query": urlencode([(k, v) for k, vs in req.query.items() for v in vs]),
-                    "status": status,
-                    "user": None if user is None else user.name,
-                    "had_authorization": had_auth,
-                    "time": started,
-                }
-            )
+            self._log.append((self._log_seq, entry))
 
     def _api(self, req: Request, user: User | None, rest: str) -> Response:
         if not rest.endswith("/"):

@@ -60,8 +60,17 @@ class ResponseRecorder:
             },
             ensure_ascii=False,
         )
-        with self._lock, self.path.open("a", encoding="utf-8") as handle:
-            handle.write(line + "\n")
+        data = (line + "\n").encode("utf-8")
+        with self._lock:
+            # One os.write per line on an O_APPEND descriptor: a process killed by the
+            # tests (SIGKILL) leaves whole lines, not half of a long one.
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view) :]
+            finally:
+                os.close(fd)
 
 
 def recorder_from_env() -> ResponseRecorder | None:

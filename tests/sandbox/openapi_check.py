@@ -54,6 +54,7 @@ def captures_dir() -> Path:
     """Where the recorded exchanges are: the committed copy, else shared/ beside the repo."""
     return LOCAL_CAPTURES_DIR if (LOCAL_CAPTURES_DIR / "captures").is_dir() else SHARED_DIR
 
+
 _BASE_URI = "urn:gc-openapi"
 _METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "trace")
 

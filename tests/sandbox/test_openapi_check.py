@@ -259,3 +259,24 @@ def test_plugin_passes_a_run_whose_answers_conform(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
     assert "2 answers recorded, 1 distinct ones checked" in result.stdout
     assert "0 violations" in result.stdout
+
+
+def test_a_line_cut_short_by_a_killed_process_is_counted_not_fatal(
+    tmp_path: Path, spec: oc.OpenAPISpec
+) -> None:
+    import openapi_plugin  # the plugin module, loaded by tests/conftest.py
+
+    good = {
+        "method": "GET",
+        "path": "/api/v1/gcapi/",
+        "query": "",
+        "status": 200,
+        "content_type": "application/json",
+        "body": json.dumps({"latest_version": "0.16.1", "lowest_supported_version": "0"}),
+    }
+    (tmp_path / "responses-1.jsonl").write_text(json.dumps(good) + "\n" + '{"method": "GE')
+    lines, checked, unchecked, violations = openapi_plugin.check_records(
+        spec, openapi_plugin.iter_records(tmp_path)
+    )
+    assert (lines, checked, violations) == (2, 1, [])
+    assert sum(unchecked.values()) == 1 and "killed" in next(iter(unchecked))

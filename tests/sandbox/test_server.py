@@ -11,6 +11,7 @@ import ssl
 import statistics
 import threading
 import time
+import weakref
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -37,9 +38,14 @@ def echo_server(echo_app: Any) -> Iterator[SandboxHTTPServer]:
     thread.join(5)
 
 
+# Bytes read past the end of one response (pipelined answers can arrive in one recv):
+# kept per socket so the next _recv_response starts from them instead of losing them.
+_LEFTOVER: weakref.WeakKeyDictionary[socket.socket, bytes] = weakref.WeakKeyDictionary()
+
+
 def _recv_response(sock: socket.socket) -> tuple[bytes, bytes]:
     """(head, body) of one response read from a raw socket (Content-Length framed)."""
-    data = b""
+    data = _LEFTOVER.pop(sock, b"")
     while b"\r\n\r\n" not in data:
         chunk = sock.recv(65536)
         assert chunk, f"connection closed mid-response: {data!r}"
@@ -54,6 +60,8 @@ def _recv_response(sock: socket.socket) -> tuple[bytes, bytes]:
         chunk = sock.recv(65536)
         assert chunk
         rest += chunk
+    if len(rest) > length:
+        _LEFTOVER[sock] = rest[length:]
     return head, rest[:length]
 
 

@@ -175,6 +175,53 @@ def test_two_processes_worth_of_connections_share_one_file(tmp_path: Path) -> No
         second.close()
 
 
+def test_every_request_is_committed_before_it_returns(tmp_path: Path) -> None:
+    """Group commit may share a COMMIT between requests, never skip it: as soon as a
+    transaction returns, another connection (another process) sees its rows."""
+    db = tmp_path / "s.sqlite"
+    store, reader = Store(db), Store(db)
+    unseen: list[str] = []
+    lock = threading.Lock()
+
+    def work(n: int) -> None:
+        for i in range(30):
+            pk = f"{n}-{i}"
+            with store.transaction():
+                _job(store, pk)
+            with lock:  # the reader's connection is not shared across threads unguarded
+                if reader.conn.execute("SELECT 1 FROM jobs WHERE pk=?", (pk,)).fetchone() is None:
+                    unseen.append(pk)
+
+    threads = [threading.Thread(target=work, args=(n,)) for n in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    try:
+        assert unseen == []
+        assert reader.active_jobs("demo") == 180
+    finally:
+        store.close()
+        reader.close()
+
+
+def test_a_failing_request_does_not_undo_its_neighbours() -> None:
+    store = Store(None)
+    try:
+        with store.transaction():
+            _job(store, "kept")
+        with pytest.raises(ValueError), store.transaction():
+            _job(store, "lost")
+            raise ValueError("boom")
+        with store.transaction():
+            _job(store, "kept-too")
+        assert store.job("kept") is not None and store.job("kept-too") is not None
+        assert store.job("lost") is None
+        assert store.active_jobs("demo") == 2
+    finally:
+        store.close()
+
+
 def test_many_threads_write_safely() -> None:
     store = Store(None)
     errors: list[BaseException] = []
