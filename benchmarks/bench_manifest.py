@@ -48,6 +48,7 @@ from pathlib import Path
 from typing import Any
 
 SHAPES = ("glob", "json", "values")
+HEADER = f"{'shape':<7}{'phase':<14}{'wall s':>9}{'CPU s':>8}{'RSS MiB':>10}  [wall of each run]"
 MUTATING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 GLOB_MANIFEST = """\
@@ -231,7 +232,11 @@ def _child_main(kind: str, manifest: Path, extra: list[str]) -> int:
     else:
         result = child_cli(extra)
     result["inner_s"] = time.perf_counter() - t0
-    result["peak_rss_mib"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    result["peak_rss_mib"] = round(usage.ru_maxrss / 1024, 1)
+    # CPU seconds (user + system) of the whole process, interpreter start included: on a
+    # loaded machine the wall time mostly measures the other processes
+    result["cpu_s"] = round(usage.ru_utime + usage.ru_stime, 2)
     sys.stdout.write(json.dumps(result) + "\n")
     return 0
 
@@ -294,9 +299,11 @@ def bench_shape(root: Path, shape: str, n: int, repeat: int, phases: set[str]) -
 
     def row(label: str, runs: list[dict[str, Any]], note: str = "") -> None:
         wall = _median(runs, "wall_s")
+        cpu = _median(runs, "cpu_s")
         rss = _median(runs, "peak_rss_mib")
         every = " ".join(f"{r['wall_s']:.2f}" for r in runs)
-        rows.append(f"{shape:<7}{label:<14}{wall:>9.2f}{rss:>10.1f}  [{every}] {note}")
+        rows.append(f"{shape:<7}{label:<14}{wall:>9.2f}{cpu:>8.2f}{rss:>10.1f}  [{every}] "
+                    f"{note}")
         print(rows[-1], flush=True)
 
     m = str(manifest)
@@ -368,12 +375,12 @@ def main() -> int:
     base = args.dir or Path(tempfile.mkdtemp(prefix="gcbatch-bench-"))
     rows: list[str] = []
     try:
-        print(f"{'shape':<7}{'phase':<14}{'median s':>9}{'RSS MiB':>10}  [each run]", flush=True)
+        print(HEADER, flush=True)
         for shape in shapes:
             rows += bench_shape(base / shape, shape, args.cases, args.repeat, phases)
         print(f"\n{args.cases} cases, medians of {args.repeat}; load average "
               f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
-        print(f"{'shape':<7}{'phase':<14}{'median s':>9}{'RSS MiB':>10}  [each run]")
+        print(HEADER)
         print("\n".join(rows))
         if args.json:
             args.json.write_text(json.dumps({"cases": args.cases, "rows": rows}, indent=2))

@@ -32,6 +32,7 @@ Nothing is ever lost by a harder stop either: the journal already holds every in
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import re
 import secrets
@@ -99,6 +100,9 @@ __all__ = [
 #: Workers carrying cases. At 20 ms per request, 32 POSTs in flight make ~1,000 value-only
 #: jobs take well under 1/15 of a sequential loop; uploads are bounded separately.
 DEFAULT_CONCURRENCY = 32
+#: Files sent at the same time (each with a few parts in flight): bounds memory and
+#: sockets whatever ``--concurrency`` is.
+_MAX_TRANSFERS = 8
 #: Cases whose files may be uploaded ahead of a free slot.
 DEFAULT_LOOKAHEAD = 2
 #: Poll up to this many active jobs with one GET each (in parallel); more, with the list.
@@ -297,11 +301,10 @@ def _short(pk: str) -> str:
     return pk[:8] + "…" if len(pk) > 9 else pk
 
 
-@dataclass
+@dataclass(frozen=True)
 class _Work:
     case: Case
     action: str  # submit | resubmit | retry_failed | in_doubt
-    prior: Sent | None = None  # an earlier attempt to resume (NoJob after reconcile)
 
 
 class _StopCase(Exception):
@@ -358,6 +361,10 @@ class Executor:
         self._started: dict[str, float] = {}
         self._durations: list[float] = []
         self._pollers: ThreadPoolExecutor | None = None
+        self._transfers = threading.BoundedSemaphore(_MAX_TRANSFERS)
+        #: the job list's length when last read, and jobs we created since (tail reads)
+        self._list_count = 0
+        self._created_since_count = 0
         self._reconciler = Reconciler.for_client(
             client, algorithm.pk, wait_timeout=options.reconcile_wait,
             poll_interval=min(1.0, max(0.1, options.reconcile_wait / 30)), sleep=sleep,
@@ -576,12 +583,16 @@ class Executor:
             ended = self._poll(active)
             interval = self._next_interval(ended, interval)
 
-    def _median_duration(self) -> float | None:
-        """How long our jobs take, as observed (else the server's average, else None)."""
+    def _median_duration(self, quantile: float = 0.5) -> float | None:
+        """How long our jobs take, as observed (else the server's average, else None).
+
+        Observed durations run from the POST to the poll that saw the end, so they are
+        never shorter than the truth; a low quantile tracks it from above (the due-time
+        prediction uses 0.1, or slow polling would keep predicting slow jobs)."""
         with self._cond:
             seen = sorted(self._durations[-50:])
         if seen:
-            return seen[len(seen) // 2]
+            return seen[min(len(seen) - 1, int(len(seen) * quantile))]
         return self.algorithm.average_duration or None
 
     def _next_interval(self, ended: int, interval: float) -> float:
@@ -597,10 +608,61 @@ class Executor:
         with self._cond:
             starts = [self._started[pk] for pk in self._state.active if pk in self._started]
         if starts:
-            until_due = min(starts) + median - self._clock()
+            quick = self._median_duration(0.1) or median
+            until_due = min(starts) + quick - self._clock()
             if until_due > 0:
                 return max(low, min(self.options.poll_max, until_due))
         return low if ended else min(high, max(low, interval * 1.5))
+
+    def _statuses(self, pks: list[str]) -> dict[str, str]:
+        """Statuses of ``pks``: one request for the tail of the algorithm's job list
+        (oldest first, so the jobs we just made are at its end), then one GET per job the
+        tail did not hold (jobs from an earlier run), in parallel."""
+        statuses = self._tail_statuses(set(pks))
+        missing = [pk for pk in pks if pk not in statuses]
+        if len(missing) > _POLL_EACH_MAX:
+            wanted = set(missing)
+            with contextlib.suppress(ApiError, TransportError):
+                for job in self.client.list_jobs(self.algorithm.pk):
+                    if job.pk in wanted:
+                        statuses[job.pk] = job.status
+            return statuses
+        if missing:
+
+            def one(pk: str) -> tuple[str, str | None]:
+                try:
+                    return pk, self.client.get_job(pk).status
+                except (ApiError, TransportError):
+                    return pk, None
+
+            statuses.update(
+                {pk: st for pk, st in self._poll_pool().map(one, missing) if st is not None})
+        return statuses
+
+    def _tail_statuses(self, wanted: set[str]) -> dict[str, str]:
+        limit = min(1000, max(32, 2 * len(wanted)))
+        params = {"algorithm_image__algorithm": self.algorithm.pk, "limit": limit}
+        found: dict[str, str] = {}
+        for _ in range(2):  # a second try when our estimate of the list's length was off
+            with self._cond:
+                estimate = self._list_count + self._created_since_count
+            offset = max(0, estimate - limit)
+            try:
+                page = self.client.get_json("algorithms/jobs/", {**params, "offset": offset})
+            except (ApiError, TransportError):
+                return found
+            if not isinstance(page, dict) or not isinstance(page.get("results"), list):
+                return found
+            count = int(page.get("count") or 0)
+            with self._cond:
+                self._list_count = count
+                self._created_since_count = 0
+            for item in page["results"]:
+                if isinstance(item, dict) and item.get("pk") in wanted:
+                    found[str(item["pk"])] = str(item.get("status") or "")
+            if len(found) == len(wanted) or offset + len(page["results"]) >= count:
+                return found  # all found, or this was the tail: the rest are older
+        return found
 
     def _poll_pool(self) -> ThreadPoolExecutor:
         if self._pollers is None:
@@ -618,30 +680,8 @@ class Executor:
         return low, max(low, min(self.options.poll_max, median / 20))
 
     def _poll(self, pks: list[str]) -> int:
-        """Refresh our active jobs' statuses; free the slots of those that ended.
-
-        Up to :data:`_POLL_EACH_MAX` jobs: one GET each (bounded by ``max_active``, cheap);
-        more: the algorithm's job list (few requests for any number of our jobs).
-        """
-        statuses: dict[str, str] = {}
-        if len(pks) <= _POLL_EACH_MAX:
-
-            def one(pk: str) -> tuple[str, str | None]:
-                try:
-                    return pk, self.client.get_job(pk).status
-                except (ApiError, TransportError):
-                    return pk, None
-
-            # one GET per job, all at once: a poll costs one round trip
-            statuses = {pk: st for pk, st in self._poll_pool().map(one, pks) if st is not None}
-        else:
-            wanted = set(pks)
-            try:
-                for job in self.client.list_jobs(self.algorithm.pk):
-                    if job.pk in wanted:
-                        statuses[job.pk] = job.status
-            except (ApiError, TransportError):
-                return 0
+        """Refresh our active jobs' statuses; free the slots of those that ended."""
+        statuses = self._statuses(pks)
         updates: list[tuple[str, str, str]] = []
         ended: set[str] = set()
         lockfile = self.store.lockfile
@@ -673,7 +713,7 @@ class Executor:
         if self.stopping:
             raise self._stop_case(case, "waiting", "not started (stopping)")
         entry = self.store.lockfile.cases.get(case.id, CaseEntry())
-        prior = work.prior
+        prior: Sent | None = None  # an earlier attempt to finish (its uploads are reused)
         if work.action == "in_doubt":
             prior = self._reconcile_pending(case, entry)
             if prior is None:
@@ -720,7 +760,7 @@ class Executor:
         if self.options.resubmit_in_doubt:
             self.progress.log(f"{case.id}: still in doubt ({verdict.reason}); resubmitting "
                               "because of --resubmit-in-doubt")
-            return replace(self._build_sent(case), attempt=secrets.token_hex(4))
+            return self._build_sent(case)
         jobs = verdict.jobs if isinstance(verdict, (Ambiguous, Wait)) else ()
         self._outcome(case.id, "in_doubt",
                       f"{verdict.reason}: {describe_jobs(jobs)}; decide, then run apply with "
@@ -882,6 +922,11 @@ class Executor:
         return False
 
     def _transfer(self, upload: Upload, path: Path, size: int, *, resume: bool) -> None:
+        # bounded: each transfer sends a few parts at once, each streamed in 1 MiB chunks
+        with self._transfers:
+            self._transfer_now(upload, path, size, resume=resume)
+
+    def _transfer_now(self, upload: Upload, path: Path, size: int, *, resume: bool) -> None:
         with self._cond:
             self._uploading += 1
             self._bytes_total += size
@@ -1025,6 +1070,7 @@ class Executor:
             with self._cond:
                 self._state = adm.job_created(self._state, job.pk)
                 self._started[job.pk] = self._clock()
+                self._created_since_count += 1
                 self._cond.notify_all()
             self._record_job(case.id, job, case.fingerprint, case.digests(), adopted=False)
             self._outcome(case.id, "submitted", f"job {job.pk}", job.pk)
@@ -1073,7 +1119,7 @@ class Executor:
                 return self._ensure_uploads(case, sent)
             return sent
         if self.options.resubmit_in_doubt:
-            return self._ensure_uploads(case, replace(self._build_sent(case)))
+            return self._ensure_uploads(case, self._build_sent(case))
         jobs = verdict.jobs if isinstance(verdict, (Ambiguous, Wait)) else ()
         self._outcome(case.id, "in_doubt",
                       f"{verdict.reason}: {describe_jobs(jobs)}; run apply again later, or "
@@ -1154,16 +1200,17 @@ def refresh_locked_statuses(client: Any, store: LockfileStore, algorithm_pk: str
                  if e.job is not None and e.job.status not in TERMINAL_STATUSES}
     if not open_jobs:
         return 0
-    changed = 0
+    updates: list[tuple[str, str, str]] = []
     for job in client.list_jobs(algorithm_pk):
         case_id = open_jobs.get(job.pk)
         if case_id is None:
             continue
-        entry = store.lockfile.cases.get(case_id)
+        entry = lockfile.cases.get(case_id)
         if entry is not None and entry.job is not None and entry.job.status != job.status:
-            store.status(case_id, job.pk, job.status)
-            changed += 1
-    return changed
+            updates.append((case_id, job.pk, job.status))
+    if updates:
+        store.statuses(updates)  # one journal write and one fsync for all of them
+    return len(updates)
 
 
 def apply_manifest(
@@ -1185,6 +1232,7 @@ def apply_manifest(
     """
     from gcbatch.hashing import FileHasher, default_cache_path
     from gcbatch.manifest import load_manifest
+    from gcbatch.perf import gc_frozen, gc_paused
     from gcbatch.plan import ServerView, make_plan
     from gcbatch.preflight import run_preflight
     from gcbatch.sources import expand
@@ -1205,24 +1253,28 @@ def apply_manifest(
         if (store.lockfile.algorithm.pk, store.lockfile.algorithm.api_url) != (
                 algorithm.pk, algorithm.api_url):
             store.set_algorithm(algorithm_ref(algorithm))
-        archive_items, items_by_pk = fetch_archive_items(session.client, manifest)
-        hasher = FileHasher(default_cache_path(manifest.path))
-        expansion = expand(manifest, archive_items=archive_items, hasher=hasher)
-        hasher.save()
-        cases = expansion.cases
-        options.targeting.check_known(c.id for c in cases)
-        targeted = iter_targeted(cases, options.targeting)
-        fetch_item_sources(session.client, targeted, items_by_pk)
-        run_preflight(targeted, algorithm, manifest.algorithm, items=items_by_pk)
-        refresh_locked_statuses(session.client, store, algorithm.pk)
-        plan = make_plan(targeted, store.lockfile, ServerView(interfaces=algorithm.input_sets),
-                         algorithm=algorithm.slug, retry_failed=options.retry_failed)
+        # 100,000 cases: expansion, preflight and plan hold millions of live objects;
+        # the cyclic GC would walk them all again and again (see gcbatch.perf)
+        with gc_paused():
+            archive_items, items_by_pk = fetch_archive_items(session.client, manifest)
+            hasher = FileHasher(default_cache_path(manifest.path))
+            expansion = expand(manifest, archive_items=archive_items, hasher=hasher)
+            hasher.save()
+            cases = expansion.cases
+            options.targeting.check_known(c.id for c in cases)
+            targeted = iter_targeted(cases, options.targeting)
+            fetch_item_sources(session.client, targeted, items_by_pk)
+            run_preflight(targeted, algorithm, manifest.algorithm, items=items_by_pk)
+            refresh_locked_statuses(session.client, store, algorithm.pk)
+            plan = make_plan(targeted, store.lockfile, ServerView(interfaces=algorithm.input_sets),
+                             algorithm=algorithm.slug, retry_failed=options.retry_failed)
         scratch = manifest.path.parent / ".gcbatch" / "tmp"
         executor = Executor(session.client, store, algorithm, options, items=items_by_pk,
                             progress=progress, scratch_dir=scratch)
         if on_executor is not None:
             on_executor(executor)
-        return executor.run(targeted, plan)
+        with gc_frozen():  # the planned cases stay alive: see gcbatch.perf
+            return executor.run(targeted, plan)
     finally:
         store.close()
 

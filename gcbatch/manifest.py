@@ -41,6 +41,7 @@ import jsonschema
 import yaml
 
 from gcbatch.errors import Finding, ManifestError
+from gcbatch.perf import gc_paused
 
 SOURCE_KINDS = ("value", "json", "file", "files", "archive_item", "image")
 GLOB_PLACEHOLDERS = ("path", "name", "stem", "ext", "parent", "dir")
@@ -142,13 +143,30 @@ _Loader.yaml_implicit_resolvers = {
 _CLoader: type[Any] | None = None
 if getattr(yaml, "__with_libyaml__", False):  # pragma: no branch - libyaml is optional
 
-    class _CLoaderImpl(yaml.CSafeLoader):  # type: ignore[misc]
-        """libyaml's parser, same resolvers as :class:`_Loader`: ~10× faster on big files.
+    class _CLoaderImpl(yaml.CSafeLoader):
+        """libyaml's parser, same resolvers as :class:`_Loader`: ~10 times faster on big files.
 
         Only ever used when it parses a document without any finding; anything it refuses
         (or that has findings) is read again by :class:`_Loader`, so every message and
         location stays PyYAML's own.
         """
+
+        def __init__(self, stream: str) -> None:
+            super().__init__(stream)
+            self._tags: dict[tuple[str, Any], str] = {}
+
+        def resolve(self, kind: Any, value: Any, implicit: Any) -> Any:
+            """The resolver, memoised for scalars: a big manifest repeats the same keys
+            (``id``, ``inputs``, socket slugs) and values on every case."""
+            if kind is not yaml.ScalarNode:
+                return super().resolve(kind, value, implicit)  # type: ignore[no-untyped-call]
+            key = (value, implicit)
+            tag = self._tags.get(key)
+            if tag is None:
+                tag = super().resolve(kind, value, implicit)  # type: ignore[no-untyped-call]
+                if len(self._tags) < 100_000:
+                    self._tags[key] = tag
+            return tag
 
     _CLoaderImpl.yaml_implicit_resolvers = _Loader.yaml_implicit_resolvers
     _CLoader = _CLoaderImpl
@@ -237,7 +255,12 @@ class _Builder:
             self.refused.add(path)
             return None
         if isinstance(node, yaml.ScalarNode):
-            value = self.scalar(node)
+            try:
+                value = self.scalar(node)
+            except (ValueError, KeyError, TypeError):  # e.g. "!!int abc"
+                self.at(node, f"{node.value!r} is not a valid {_tag_name(node.tag)}", path)
+                self.refused.add(path)
+                return None
             if isinstance(value, float) and not math.isfinite(value):
                 self.at(node, f"{node.value} is not a JSON number", path)
                 self.refused.add(path)
@@ -269,7 +292,12 @@ class _Builder:
             if not isinstance(key_node, yaml.ScalarNode) or key_node.tag not in _PLAIN_TAGS:
                 self.at(key_node, "a mapping key must be a plain string", path)
                 continue
-            key = self.scalar(key_node)
+            try:
+                key = self.scalar(key_node)
+            except (ValueError, KeyError, TypeError):  # e.g. "!!int abc: x"
+                self.at(key_node, f"{key_node.value!r} is not a valid "
+                        f"{_tag_name(key_node.tag)}", path)
+                continue
             if not isinstance(key, str):
                 self.at(key_node, f"key {key_node.value!r} is read as "
                         f"{_json_type(key)}; put it in quotes", path)
@@ -322,7 +350,7 @@ def read_yaml(text: str, display: str, *, fast: bool = True
     and location come from. :func:`parse_manifest` goes further: a manifest with any
     finding at all (schema, semantics) is read again with the pure-Python loader.
     """
-    if fast and _fast_yaml_ok(text):
+    if fast and _CLoader is not None and _fast_yaml_ok(text):
         fast_result = _read_yaml_with(_CLoader, text, display)
         if fast_result is not None and fast_result[0] is not None and not fast_result[1]:
             return fast_result
@@ -703,13 +731,14 @@ def parse_manifest(path: Path | str) -> tuple[Manifest | None, list[Finding]]:
         return None, [Finding(display, "not UTF-8 text (save the manifest as UTF-8)",
                               bad_line, bad_col)]
 
-    if _fast_yaml_ok(text):
-        parsed = _parse_text(text, display, absolute, fast=True)
-        if not parsed[1]:
-            return parsed
-        # findings: read again with PyYAML's own parser, whose words and locations they
-        # are (libyaml is only trusted for documents without a single finding)
-    return _parse_text(text, display, absolute, fast=False)
+    with gc_paused():  # millions of live objects: see gcbatch.perf
+        if _fast_yaml_ok(text):
+            parsed = _parse_text(text, display, absolute, fast=True)
+            if not parsed[1]:
+                return parsed
+            # findings: read again with PyYAML's own parser, whose words and locations
+            # they are (libyaml is only trusted for documents without a single finding)
+        return _parse_text(text, display, absolute, fast=False)
 
 
 def _parse_text(text: str, display: str, absolute: Path, *, fast: bool

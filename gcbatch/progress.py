@@ -26,7 +26,11 @@ __all__ = ["PlainProgress", "RichProgress", "describe", "make_progress"]
 
 
 def _mib(n: int) -> str:
-    return f"{n / (1024 * 1024):.1f} MiB"
+    if n < 1024 * 1024:
+        return f"{n / 1024:.1f} KiB"
+    if n < 1024**3:
+        return f"{n / (1024 * 1024):.1f} MiB"
+    return f"{n / 1024**3:.2f} GiB"
 
 
 def describe(s: Snapshot) -> str:

@@ -31,7 +31,6 @@ never sent, so certainly no job) or ``"post"`` (the POST may have gone out).
 from __future__ import annotations
 
 import contextlib
-import json
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -475,8 +474,4 @@ def describe_jobs(jobs: Sequence[Job]) -> str:
     """``"3f2c… (Queued), 9a1b… (Succeeded)"`` for messages."""
     return ", ".join(f"{j.pk} ({j.status})" for j in jobs)
 
-
-def payload_text(sent: Sent) -> str:
-    """Compact JSON of a payload (for debugging output)."""
-    return json.dumps(sent.as_json(), sort_keys=True, separators=(",", ":"))
 

@@ -42,6 +42,7 @@ class _Interrupts:
     def __init__(self) -> None:
         self.executor: Executor | None = None
         self.count = 0
+        self.installed = False  # only in the main thread (a real CLI run)
         self._previous: dict[int, Any] = {}
 
     def install(self) -> None:
@@ -49,8 +50,13 @@ class _Interrupts:
             # ValueError: not the main thread (a test calling the command in a thread)
             with contextlib.suppress(ValueError):
                 self._previous[sig] = signal.signal(sig, self._handle)
+                self.installed = True
 
     def restore(self) -> None:
+        if self.count:
+            # once interrupted, keep our handler to the end: a second Ctrl-C while the
+            # summary prints must still exit at once with 130, not a traceback
+            return
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
 
@@ -138,6 +144,14 @@ def apply(
         click.echo(json.dumps(summary.as_json(), indent=2, sort_keys=True))
     else:
         click.echo(summary.render())
+    if interrupts.count and interrupts.installed:
+        # interrupted: the lockfile is saved and closed; leave now, so that a second
+        # Ctrl-C cannot land in the interpreter's teardown (where Python has put back
+        # the default handler) and kill us by signal instead of exiting 130
+        with contextlib.suppress(OSError, ValueError):
+            sys.stdout.flush()
+            sys.stderr.flush()
+        os._exit(summary.exit_code)
     return summary.exit_code
 
 
