@@ -273,7 +273,10 @@ def indented_json(value: Any) -> str:
     the C string encoder (values it does not know go through ``json.dumps`` itself).
     """
     out: list[str] = []
-    _indent_into(value, "\n", out)
+    try:
+        _indent_into(value, "\n", out)
+    except (_OddValue, TypeError):  # non-str keys, unsortable keys: json's way, and errors
+        return json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False)
     return "".join(out)
 
 
@@ -292,9 +295,7 @@ def _indent_into(value: Any, newline: str, out: list[str]) -> None:
         inner = newline + "  "
         first = True
         for key in sorted(value):
-            if type(key) is not str:  # json's own rules for odd keys (and their errors)
-                out.append(json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False)
-                           .replace("\n", newline) if first else "")
+            if type(key) is not str:  # json's own rules for other keys: see indented_json
                 raise _OddValue
             out.append(("{" if first else ",") + inner + _quote(key) + ": ")
             first = False

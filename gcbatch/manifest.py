@@ -731,14 +731,26 @@ def parse_manifest(path: Path | str) -> tuple[Manifest | None, list[Finding]]:
         return None, [Finding(display, "not UTF-8 text (save the manifest as UTF-8)",
                               bad_line, bad_col)]
 
+    key = (display, absolute, raw)
+    if _LAST_PARSE and _LAST_PARSE[0] == key:
+        # the same bytes again in this process (plan and apply read a manifest twice: for
+        # its server, then for its cases); a parse is a function of them
+        manifest, findings = _LAST_PARSE[1]
+        return manifest, list(findings)
     with gc_paused():  # millions of live objects: see gcbatch.perf
+        parsed = None
         if _fast_yaml_ok(text):
             parsed = _parse_text(text, display, absolute, fast=True)
-            if not parsed[1]:
-                return parsed
             # findings: read again with PyYAML's own parser, whose words and locations
             # they are (libyaml is only trusted for documents without a single finding)
-        return _parse_text(text, display, absolute, fast=False)
+        if parsed is None or parsed[1]:
+            parsed = _parse_text(text, display, absolute, fast=False)
+    _LAST_PARSE[:] = [key, (parsed[0], tuple(parsed[1]))]
+    return parsed[0], list(parsed[1])
+
+
+#: [(display, absolute path, bytes), (manifest, findings)] of the last parse
+_LAST_PARSE: list[Any] = []
 
 
 def _parse_text(text: str, display: str, absolute: Path, *, fast: bool

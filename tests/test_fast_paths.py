@@ -207,3 +207,24 @@ def test_parsed_entries_equal_constructed_ones() -> None:
     assert parsed == lock
     assert parsed.dumps() == lock.dumps()
     assert hash(parsed.cases["c1"].job) == hash(lock.cases["c1"].job)
+
+
+_TREE = st.recursive(
+    st.one_of(st.none(), st.booleans(), st.integers(), st.floats(), st.text()),
+    lambda inner: st.one_of(st.lists(inner, max_size=3), st.tuples(inner, inner),
+                            st.dictionaries(st.text(), inner, max_size=3),
+                            st.dictionaries(st.integers(), inner, max_size=2)),
+    max_leaves=12)
+
+
+@settings(max_examples=500, deadline=None)
+@given(_TREE)
+def test_indented_json_is_json_dumps_with_indent(value: Any) -> None:
+    def dump(f: Any) -> Any:
+        try:
+            return f(value)
+        except Exception as exc:  # the same error, too
+            return type(exc)
+
+    assert dump(lf.indented_json) == dump(
+        lambda v: json.dumps(v, indent=2, sort_keys=True, ensure_ascii=False))
