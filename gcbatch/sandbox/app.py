@@ -1024,6 +1024,19 @@ class SandboxApp:
         except (UnicodeDecodeError, ValueError) as exc:
             raise HttpError(detail(400, f"JSON parse error - {exc}", allow=allow)) from exc
 
+    def _json_object_body(self, req: Request, allow: str) -> dict[str, Any]:
+        """The body as a JSON object, or the serializer's 400 for any other JSON value."""
+        body = self._json_body(req, allow)
+        if not isinstance(body, dict):
+            raise HttpError(json_response(
+                400,
+                {"non_field_errors": [
+                    f"Invalid data. Expected a dictionary, but got {_type_name(body)}."
+                ]},
+                allow=allow,
+            ))
+        return body
+
     def _hyperlink(self, data: Any, kind: str) -> tuple[str | None, str | None]:
         """Resolve an API URL to the pk it names: (pk, None) or (None, error message).
 
@@ -1053,17 +1066,7 @@ class SandboxApp:
         allow = ALLOW_LIST_RW
         if user is None:
             return detail(401, _MSG_NO_CREDENTIALS, allow=allow)
-        body = self._json_body(req, allow)
-        if not isinstance(body, dict):
-            return json_response(
-                400,
-                {
-                    "non_field_errors": [
-                        f"Invalid data. Expected a dictionary, but got {_type_name(body)}."
-                    ]
-                },
-                allow=allow,
-            )
+        body = self._json_object_body(req, allow)
         cfg = self.config
         errors: dict[str, Any] = {}
 
@@ -1621,17 +1624,7 @@ class SandboxApp:
         allow = ALLOW_LIST_RW
         if user is None:
             return detail(401, _MSG_NO_CREDENTIALS, allow=allow)
-        body = self._json_body(req, allow)
-        if not isinstance(body, dict):
-            return json_response(
-                400,
-                {
-                    "non_field_errors": [
-                        f"Invalid data. Expected a dictionary, but got {_type_name(body)}."
-                    ]
-                },
-                allow=allow,
-            )
+        body = self._json_object_body(req, allow)
         name = body.get("filename")
         if "filename" not in body:
             return json_response(400, {"filename": [_MSG_REQUIRED]}, allow=allow)
@@ -1727,17 +1720,7 @@ class SandboxApp:
         up = self._own_upload(user, pk, allow)
         if up.s3_upload_id != s3_id or not s3_id:
             return detail(404, "Not found.", allow=allow)
-        body = self._json_body(req, allow)
-        if not isinstance(body, dict):
-            return json_response(
-                400,
-                {
-                    "non_field_errors": [
-                        f"Invalid data. Expected a dictionary, but got {_type_name(body)}."
-                    ]
-                },
-                allow=allow,
-            )
+        body = self._json_object_body(req, allow)
         base = req.base_url
         if action == "generate-presigned-urls":
             return self._presign(req, user, up, body)
