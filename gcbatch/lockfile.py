@@ -527,34 +527,45 @@ def _job_from_event(event: Mapping[str, Any], source: str) -> JobRecord:
         raise LockfileError(f"{source}: {event.get('event')} event: {exc}") from None
 
 
-def apply_event(lockfile: Lockfile | None, event: Mapping[str, Any], *, source: str) -> Lockfile | None:
-    """Fold one journal event into the lockfile (pure)."""
-    kind = event.get("event")
-    if kind == "begin":
-        server = str(event.get("server") or "")
-        try:
-            algorithm = AlgorithmRef.from_json(event.get("algorithm"))
-        except _Corrupt as exc:
-            raise LockfileError(f"{source}: begin event: {exc}") from None
-        if lockfile is None:
-            return Lockfile(server=server, algorithm=algorithm)
-        check_belongs(lockfile, source=source, server=server, algorithm=algorithm.slug)
-        if algorithm.pk and not lockfile.algorithm.pk:
-            return replace(lockfile, algorithm=algorithm)
-        return lockfile
+def _apply_begin(lockfile: Lockfile | None, event: Mapping[str, Any], *, source: str) -> Lockfile:
+    """A ``begin`` event: the lockfile it opens, or the one it continues (checked)."""
+    server = str(event.get("server") or "")
+    try:
+        algorithm = AlgorithmRef.from_json(event.get("algorithm"))
+    except _Corrupt as exc:
+        raise LockfileError(f"{source}: begin event: {exc}") from None
     if lockfile is None:
-        raise LockfileError(f"{source}: journal does not start with a begin event")
+        return Lockfile(server=server, algorithm=algorithm)
+    check_belongs(lockfile, source=source, server=server, algorithm=algorithm.slug)
+    if algorithm.pk and not lockfile.algorithm.pk:
+        return replace(lockfile, algorithm=algorithm)
+    return lockfile
+
+
+def _case_of(event: Mapping[str, Any], *, source: str) -> str:
     case = event.get("case")
     if not isinstance(case, str):
-        raise LockfileError(f"{source}: {kind} event without a case id")
-    entry = lockfile.cases.get(case, CaseEntry())
+        raise LockfileError(f"{source}: {event.get('event')} event without a case id")
+    return case
+
+
+def fold_case(entry: CaseEntry | None, event: Mapping[str, Any], *, source: str) -> CaseEntry:
+    """Fold one per-case journal event (anything but ``begin``) into that case's entry.
+
+    Pure and O(1) in the number of cases: it sees one entry only (``None`` for a case the
+    lockfile does not know yet), which is what lets :class:`LockfileStore` and
+    :func:`replay` keep their state in one mutable dict instead of copying it per event.
+    """
+    kind = event.get("event")
+    if entry is None:
+        entry = CaseEntry()
     at = str(event.get("at") or "")
     if kind == "intent":
         try:
             intent = Intent.from_json({**event, "started_at": at})
         except _Corrupt as exc:
             raise LockfileError(f"{source}: intent event: {exc}") from None
-        return lockfile.with_case(case, replace(entry, pending=intent))
+        return replace(entry, pending=intent)
     if kind in ("submitted", "adopted"):
         job = _job_from_event(event, source)
         if any(old.pk == job.pk for old in entry.history):
@@ -563,35 +574,59 @@ def apply_event(lockfile: Lockfile | None, event: Mapping[str, Any], *, source: 
             pending = entry.pending
             if pending is not None and pending.fingerprint == job.fingerprint:
                 pending = None
-            return lockfile.with_case(case, replace(entry, pending=pending))
+            return replace(entry, pending=pending)
         if not job.inputs and entry.pending is not None:
             job = replace(job, inputs=entry.pending.inputs)
         history = entry.history
         if entry.job is not None and entry.job.pk != job.pk:
             history = (*history, entry.job)
-        return lockfile.with_case(
-            case,
-            CaseEntry(fingerprint=job.fingerprint, inputs=job.inputs, job=job,
-                      history=history, pending=None),
-        )
+        return CaseEntry(fingerprint=job.fingerprint, inputs=job.inputs, job=job,
+                         history=history, pending=None)
     if kind == "rejected":
-        return lockfile.with_case(case, replace(entry, pending=None))
+        return replace(entry, pending=None)
     if kind == "status":
         status = str(event.get("status") or "")
         pk = event.get("job")
         if entry.job is not None and (pk is None or pk == entry.job.pk):
-            return lockfile.with_case(case, replace(entry, job=replace(entry.job, status=status)))
+            return replace(entry, job=replace(entry.job, status=status))
         history = tuple(replace(j, status=status) if j.pk == pk else j for j in entry.history)
-        return lockfile.with_case(case, replace(entry, history=history))
+        return replace(entry, history=history)
     raise LockfileError(f"{source}: unknown journal event {kind!r}")
+
+
+def apply_event(lockfile: Lockfile | None, event: Mapping[str, Any], *, source: str) -> Lockfile | None:
+    """Fold one journal event into the lockfile (pure; copies ``cases``: O(cases), so
+    fold many events with :func:`replay` or :class:`LockfileStore`, not in a loop of this)."""
+    if event.get("event") == "begin":
+        return _apply_begin(lockfile, event, source=source)
+    if lockfile is None:
+        raise LockfileError(f"{source}: journal does not start with a begin event")
+    case = _case_of(event, source=source)
+    return lockfile.with_case(case, fold_case(lockfile.cases.get(case), event, source=source))
 
 
 def replay(
     lockfile: Lockfile | None, events: list[dict[str, Any]], *, source: str = "<journal>"
 ) -> Lockfile | None:
-    """Fold journal events, in order, into ``lockfile`` (pure)."""
+    """Fold journal events, in order, into ``lockfile`` (pure; O(cases + events)).
+
+    ``cases`` is copied once, on the first per-case event, and folded in place; a journal
+    of ``begin`` events alone returns ``lockfile`` itself (callers use that identity).
+    """
+    cases: dict[str, CaseEntry] | None = None  # our own copy, once a case event came
     for event in events:
-        lockfile = apply_event(lockfile, event, source=source)
+        if event.get("event") == "begin":
+            # the header only; the final replace() below puts ``cases`` back in
+            lockfile = _apply_begin(lockfile, event, source=source)
+            continue
+        if lockfile is None:
+            raise LockfileError(f"{source}: journal does not start with a begin event")
+        case = _case_of(event, source=source)
+        if cases is None:
+            cases = dict(lockfile.cases)
+        cases[case] = fold_case(cases.get(case), event, source=source)
+    if cases is not None and lockfile is not None:
+        lockfile = replace(lockfile, cases=cases)
     return lockfile
 
 
@@ -740,6 +775,7 @@ class LockfileStore:
 
         with LockfileStore.open(path, server=url, algorithm=AlgorithmRef(slug, pk, api)) as st:
             st.lockfile                      # folded state (journal replayed on open)
+            st.entry("case-1")               # one case, O(1) (st.lockfile copies all)
             st.intent("case-1", fingerprint, inputs={...}, uploads=[...], payload=...)
             st.submitted("case-1", JobRecord(...))   # or st.rejected("case-1", "reason")
             st.status("case-1", job_pk, "Succeeded")
@@ -749,7 +785,9 @@ class LockfileStore:
     lockfile (:class:`LockfileError` on another server/algorithm/format), replays the journal
     and checkpoints, so every run starts from a clean lockfile and an empty journal.
     Every event is fsynced to the journal before the method returns; ``checkpoint`` runs
-    every ``checkpoint_every`` events and on close.
+    every ``max(checkpoint_every, cases/4)`` events (a checkpoint rewrites every case, so
+    its cost stays O(1) per event) and on close. Each event costs O(1): the state is a
+    mutable dict of frozen entries, folded with :func:`fold_case`.
     """
 
     def __init__(
@@ -761,14 +799,20 @@ class LockfileStore:
         checkpoint_every: int,
     ) -> None:
         self.path = path
-        self._lockfile = lockfile
+        # The state, kept mutable so an event costs O(1), not a copy of 100,000 entries:
+        # ``_header`` holds server/algorithm (its ``cases`` is not used), ``_cases`` the
+        # entries (each still a frozen CaseEntry, replaced whole per event).
+        self._header = lockfile
+        self._cases: dict[str, CaseEntry] = dict(lockfile.cases)
+        #: the immutable Lockfile of the current state, built on demand; None once stale
+        self._snapshot: Lockfile | None = lockfile
+        #: whether the state differs from what the lockfile file holds
+        self._dirty = True
         self._journal = journal
         self._oslock = oslock
         self._mutex = threading.Lock()
         self._since_checkpoint = 0
         self._checkpoint_every = checkpoint_every
-        #: the state the lockfile file holds (states are immutable, so identity tells)
-        self._saved: Lockfile | None = None
 
     @classmethod
     def open(
@@ -799,16 +843,42 @@ class LockfileStore:
             oslock.release()
             raise
         store = cls(path, existing, journal, oslock, checkpoint_every)
-        store._saved = existing
+        store._dirty = False  # the file holds exactly ``existing`` now
         return store
 
     @property
     def lockfile(self) -> Lockfile:
-        with self._mutex:
-            return self._lockfile
+        """The current state as an immutable :class:`Lockfile`.
 
-    def record(self, event: Mapping[str, Any], *, durable: bool = True) -> Lockfile:
-        """Journal one event (fsynced), fold it in, and return the new state.
+        Built (one O(cases) copy) on the first read after an event and cached until the
+        next one, so read it once per pass, not per case: :meth:`entry` is the O(1) way
+        to look at one case.
+        """
+        with self._mutex:
+            return self._snapshot_locked()
+
+    def _snapshot_locked(self) -> Lockfile:
+        if self._snapshot is None:
+            self._snapshot = replace(self._header, cases=dict(self._cases))
+        return self._snapshot
+
+    def entry(self, case_id: str) -> CaseEntry | None:
+        """What the lockfile holds for ``case_id`` now (``None`` if nothing); O(1)."""
+        with self._mutex:
+            return self._cases.get(case_id)
+
+    def _threshold(self) -> int:
+        # Every checkpoint rewrites the whole file, O(cases): checkpointing at most once
+        # per max(checkpoint_every, cases/4) events keeps its cost O(1) per event however
+        # large the lockfile, and the journal (what a crash replays) within cases/4 events.
+        # (The executor also checkpoints on a timer, and every run ends with one.)
+        return max(self._checkpoint_every, len(self._cases) // 4)
+
+    def record(self, event: Mapping[str, Any], *, durable: bool = True) -> CaseEntry | None:
+        """Journal one event (fsynced), fold it in; O(1) in the number of cases.
+
+        Returns the event's case entry as it is now (``None`` for a ``begin``); read
+        :attr:`lockfile` for the whole state.
 
         ``durable=False`` (outcomes only): written and flushed to the OS, so it survives
         the process being killed, but not waited on to reach the disk; the next event's
@@ -816,41 +886,64 @@ class LockfileStore:
         which the next run reconciles. Intents must always be durable.
         """
         event = {"at": utc_now(), **event}
+        source = str(self._journal.path)
         with self._mutex:
-            new = apply_event(self._lockfile, event, source=str(self._journal.path))
-            assert new is not None
-            seq = self._journal.write(event)
-            self._lockfile = new
+            result: CaseEntry | None = None
+            if event.get("event") == "begin":
+                # only server/algorithm matter to a begin: the header is enough
+                header = _apply_begin(self._header, event, source=source)
+                seq = self._journal.write(event)
+                if header is not self._header:
+                    self._header = header
+                    self._snapshot = None
+            else:
+                case = _case_of(event, source=source)
+                result = fold_case(self._cases.get(case), event, source=source)
+                seq = self._journal.write(event)
+                self._cases[case] = result
+                self._snapshot = None
+            self._dirty = True
             self._since_checkpoint += 1
-            if self._since_checkpoint >= self._checkpoint_every:
+            if self._since_checkpoint >= self._threshold():
                 self._checkpoint_locked()
         # fsync outside the mutex (group commit): concurrent events share one fsync; the
         # caller acts on the event only after this returns, so it is durable by then
         if durable:
             self._journal.sync(seq)
-        return new
+        return result
 
-    def record_many(self, events: Iterable[Mapping[str, Any]]) -> Lockfile:
-        """Journal several events with one fsync, fold them in, return the new state.
+    def record_many(self, events: Iterable[Mapping[str, Any]]) -> None:
+        """Journal several events with one fsync and fold them in, all or none.
 
         For batches of independent events, e.g. the statuses one job-list refresh found
         (``gcbatch status`` on 2000 jobs: one fsync instead of 2000).
         """
         at = utc_now()
+        source = str(self._journal.path)
         with self._mutex:
-            new: Lockfile | None = self._lockfile
+            # fold into an overlay first: a bad event leaves state and journal untouched
+            header = self._header
+            changed: dict[str, CaseEntry] = {}
             stamped = []
             for raw in events:
                 event = {"at": at, **raw}
-                new = apply_event(new, event, source=str(self._journal.path))
                 stamped.append(event)
-            assert new is not None
+                if event.get("event") == "begin":
+                    header = _apply_begin(header, event, source=source)
+                    continue
+                case = _case_of(event, source=source)
+                previous = changed[case] if case in changed else self._cases.get(case)
+                changed[case] = fold_case(previous, event, source=source)
+            if not stamped:
+                return
             self._journal.append_many(stamped)
-            self._lockfile = new
+            self._header = header
+            self._cases.update(changed)
+            self._snapshot = None
+            self._dirty = True
             self._since_checkpoint += len(stamped)
-            if self._since_checkpoint >= self._checkpoint_every:
+            if self._since_checkpoint >= self._threshold():
                 self._checkpoint_locked()
-            return new
 
     def intent(
         self,
@@ -885,13 +978,17 @@ class LockfileStore:
     def set_algorithm(self, algorithm: AlgorithmRef) -> None:
         """Record the algorithm's pk/api_url once the server told us (checkpoints)."""
         with self._mutex:
-            self._lockfile = replace(self._lockfile, algorithm=algorithm)
+            self._header = replace(self._header, algorithm=algorithm)
+            self._snapshot = None
+            self._dirty = True
             self._checkpoint_locked()
 
     def forget(self, case: str) -> None:
         """Drop a case from the lockfile (checkpoints; not journalled)."""
         with self._mutex:
-            self._lockfile = self._lockfile.without_case(case)
+            if self._cases.pop(case, None) is not None:
+                self._snapshot = None
+                self._dirty = True
             self._checkpoint_locked()
 
     def checkpoint(self) -> None:
@@ -901,14 +998,14 @@ class LockfileStore:
     def _checkpoint_locked(self) -> None:
         # save first, then truncate: a crash in between replays events already folded,
         # which is harmless because every event's fold is idempotent on the saved state
-        if self._lockfile is self._saved and self._since_checkpoint == 0:
+        if not self._dirty and self._since_checkpoint == 0:
             return  # nothing happened since the file was written (or read): keep both
-        if self._lockfile is not self._saved:
-            save(self.path, self._lockfile)
-            self._saved = self._lockfile
+        if self._dirty:
+            save(self.path, self._snapshot_locked())
+            self._dirty = False
         self._journal.truncate()
-        self._journal.append({"event": "begin", "server": self._lockfile.server,
-                              "algorithm": self._lockfile.algorithm.as_json(),
+        self._journal.append({"event": "begin", "server": self._header.server,
+                              "algorithm": self._header.algorithm.as_json(),
                               "at": utc_now()})
         self._since_checkpoint = 0
 

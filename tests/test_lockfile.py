@@ -234,3 +234,82 @@ def test_a_bad_event_in_a_batch_writes_nothing(tmp_path: Path) -> None:
         assert st.lockfile.cases == {}
         events, _ = lf.read_journal(lf.journal_path_for(path))
         assert [e["event"] for e in events] == ["begin"]
+
+
+def test_replay_matches_folding_event_by_event() -> None:
+    """replay folds in one dict; apply_event copies per event: same state, same bytes."""
+    events = events_for_resubmit()
+    by_one: lf.Lockfile | None = None
+    for event in events:
+        by_one = lf.apply_event(by_one, event, source="<test>")
+    folded = lf.replay(None, events)  # type: ignore[arg-type]
+    assert by_one is not None and folded is not None
+    assert folded == by_one and folded.dumps() == by_one.dumps()
+    base = lf.Lockfile(SERVER, ALG, {"keep": lf.CaseEntry("sha256:9", {}, job("j9"))})
+    assert lf.replay(base, [events[0]]) is base  # a begin alone changes nothing
+    after = lf.replay(base, events)  # type: ignore[arg-type]
+    assert after is not None and set(after.cases) == {"keep", "c1", "c2", "c3"}
+    assert set(base.cases) == {"keep"}  # the input is not mutated
+
+
+def test_fold_case_is_per_case_and_pure() -> None:
+    before = lf.CaseEntry("sha256:1", {"x": "1"}, job("j1"))
+    after = lf.fold_case(before, {"event": "status", "case": "c", "job": "j1",
+                                  "status": "Succeeded"}, source="<test>")
+    assert after.job is not None and after.job.status == "Succeeded"
+    assert before.job is not None and before.job.status == "Queued"
+    new = lf.fold_case(None, {"event": "intent", "case": "c", "fingerprint": "sha256:2",
+                              "at": "t"}, source="<test>")
+    assert new.pending is not None and new.pending.started_at == "t"
+    with pytest.raises(LockfileError, match="unknown journal event"):
+        lf.fold_case(None, {"event": "bogus", "case": "c"}, source="<test>")
+
+
+def test_store_entry_and_snapshot_cached_until_the_next_event(tmp_path: Path) -> None:
+    path = tmp_path / "study.lock"
+    with lf.LockfileStore.open(path, server=SERVER, algorithm=ALG) as st:
+        assert st.entry("c1") is None
+        first = st.lockfile
+        assert st.lockfile is first  # no event: the same snapshot
+        st.intent("c1", "sha256:1", inputs={"x": "1"})
+        entry = st.entry("c1")
+        assert entry is not None and entry.pending is not None
+        snap = st.lockfile
+        assert snap is not first and st.lockfile is snap and snap.in_doubt == ("c1",)
+        assert first.cases == {}  # an earlier snapshot never changes
+        st.submitted("c1", job("j1"))
+        assert snap.in_doubt == ("c1",) and st.lockfile.in_doubt == ()
+        assert st.entry("c1") == st.lockfile.cases["c1"]
+        st.forget("c1")
+        assert st.entry("c1") is None and st.lockfile.cases == {}
+
+
+def test_store_bytes_equal_a_pure_fold(tmp_path: Path) -> None:
+    """What the store saves is exactly what replaying its journal would give."""
+    path = tmp_path / "study.lock"
+    journal = lf.journal_path_for(path)
+    with lf.LockfileStore.open(path, server=SERVER, algorithm=ALG,
+                               checkpoint_every=10**9) as st:
+        for event in events_for_resubmit()[1:]:
+            st.record(event)
+        events, _ = lf.read_journal(journal)
+        expected = lf.replay(lf.Lockfile(SERVER, ALG), events)
+        assert expected is not None and st.lockfile.dumps() == expected.dumps()
+    assert path.read_text() == expected.dumps()
+
+
+def test_checkpoint_interval_scales_with_the_lockfile(tmp_path: Path) -> None:
+    """A checkpoint rewrites every case: with n cases, at most one per n/4 events."""
+    path = tmp_path / "study.lock"
+    lf.save(path, lf.Lockfile(SERVER, ALG, {f"c{i:03d}": lf.CaseEntry("sha256:1", {}, job(f"j{i}"))
+                                            for i in range(200)}))
+    journal = lf.journal_path_for(path)
+    with lf.LockfileStore.open(path, server=SERVER, algorithm=ALG, checkpoint_every=3) as st:
+        for i in range(49):  # 200 cases: the interval is max(3, 50) events
+            st.status(f"c{i:03d}", f"j{i}", "Started")
+        assert len(lf.read_journal(journal)[0]) == 1 + 49  # begin + events: no checkpoint
+        st.status("c049", "j49", "Started")
+        assert len(lf.read_journal(journal)[0]) == 1  # the 50th event checkpointed
+        saved = lf.load(path, replay_journal=False)
+        assert saved is not None and saved.cases["c049"].job is not None
+        assert saved.cases["c049"].job.status == "Started"
