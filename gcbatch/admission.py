@@ -12,11 +12,14 @@ Why the state counts *our* jobs and learns a cap: the API cannot tell us how man
 jobs the user has across all algorithms (the job list has no creator filter and shows
 other users' public jobs). We count the jobs we know are active (ours, in this
 algorithm), plus POSTs in flight, plus in-doubt POSTs (they may have created a job that
-holds a slot), and never go above ``max_active``. If the server still refuses with "too
-many active jobs", other jobs hold slots we cannot see: we *learn* a cap equal to what we
-had at that moment and wait for one of ours to end. The cap is lifted again after
-``probe_after`` seconds (the invisible jobs may have ended; a refused POST costs nothing
-but one round trip because the server creates nothing).
+holds a slot), and never go above ``max_active`` when the user sets one. By default
+(``max_active=None``, "auto") there is no proactive limit: the server's limit differs per
+deployment (16 by default, none at all on some), and its refusal is definite and free
+(400 "too many active jobs": nothing was created). When the server refuses, we *learn*
+a cap equal to what we held at that moment (jobs, POSTs in flight and in doubt; each
+further refusal can only lower it) and wait for one of ours to end. The cap is lifted
+again after ``probe_after`` seconds (the limit or the invisible jobs of other tools may
+have changed; a refused POST costs nothing but one round trip).
 
 Credits: the first "run out of algorithm credits" stops all submitting for this run
 (nothing will succeed until the rolling month frees credits). Uploads: "too many uploads"
@@ -50,8 +53,10 @@ __all__ = [
     "uploads_succeeded",
 ]
 
-#: Grand Challenge's default per-user active-jobs limit.
+#: Grand Challenge's default per-user active-jobs limit (the plan's forecast assumes it).
 DEFAULT_MAX_ACTIVE = 16
+#: ``free_slots`` when nothing limits us (no ``max_active``, no fresh learned cap).
+UNLIMITED = 1 << 30
 #: After a "too many active jobs" refusal, try above the learned cap again after this long.
 DEFAULT_PROBE_AFTER = 15.0
 #: First pause after "too many uploads"; doubles on each further refusal, up to the max.
@@ -68,7 +73,9 @@ class AdmissionState:
     POSTs in flight right now.
     """
 
-    max_active: int = DEFAULT_MAX_ACTIVE
+    #: never more than this many of ours (the user's ``--max-active``); None: "auto", only
+    #: the server's refusals limit us (through the learned ``cap``)
+    max_active: int | None = None
     active: frozenset[str] = frozenset()
     doubtful: frozenset[str] = frozenset()
     reserved: int = 0
@@ -82,7 +89,7 @@ class AdmissionState:
     upload_pause: float = 0.0
 
     def __post_init__(self) -> None:
-        if self.max_active < 1:
+        if self.max_active is not None and self.max_active < 1:
             raise ValueError("max_active must be at least 1")
 
     @property
@@ -91,15 +98,20 @@ class AdmissionState:
         return len(self.active) + len(self.doubtful) + self.reserved
 
 
-def slot_limit(state: AdmissionState, now: float) -> int:
-    """How many slots we may use at ``now``: ``max_active``, or the learned cap while fresh."""
+def slot_limit(state: AdmissionState, now: float) -> int | None:
+    """How many slots we may use at ``now``: ``max_active``, or the learned cap while fresh
+    (whichever is lower); None when nothing limits us."""
     if state.cap is not None and now - state.cap_since < state.probe_after:
-        return min(state.max_active, state.cap)
+        return state.cap if state.max_active is None else min(state.max_active, state.cap)
     return state.max_active
 
 
 def free_slots(state: AdmissionState, now: float) -> int:
-    return max(0, slot_limit(state, now) - state.in_use)
+    """Slots free at ``now`` (:data:`UNLIMITED` when nothing limits us)."""
+    limit = slot_limit(state, now)
+    if limit is None:
+        return UNLIMITED
+    return max(0, limit - state.in_use)
 
 
 def may_submit(state: AdmissionState, now: float) -> bool:
@@ -123,11 +135,18 @@ def _release(state: AdmissionState) -> AdmissionState:
 def job_created(state: AdmissionState, job_pk: str) -> AdmissionState:
     """The POST created a job: its reserved slot becomes an active job.
 
-    A probe above the learned cap that succeeds means the invisible jobs have ended, so
-    the cap is dropped (a later refusal would teach it again).
+    A probe above the learned cap that succeeds (we now hold more than the cap) means the
+    invisible jobs have ended or the limit grew, so the cap is dropped (a later refusal
+    teaches it again). A POST sent under the cap (or already counted when the cap was
+    learned) proves nothing: the cap stays, or "auto" would burst into refusals after
+    every job created.
     """
     released = _release(state)
-    return replace(released, active=released.active | {job_pk}, cap=None)
+    active = released.active | {job_pk}
+    grown = replace(released, active=active)
+    if state.cap is not None and grown.in_use > state.cap:
+        return replace(grown, cap=None)
+    return grown
 
 
 def post_rejected(state: AdmissionState) -> AdmissionState:
@@ -136,9 +155,17 @@ def post_rejected(state: AdmissionState) -> AdmissionState:
 
 
 def refused_too_many_active(state: AdmissionState, now: float) -> AdmissionState:
-    """The server said "too many active jobs": cap our slots at what we hold without it."""
+    """The server said "too many active jobs": cap our slots at what we hold without it.
+
+    What we hold counts POSTs still in flight: they may have been created before this one
+    was refused. While the cap is fresh a further refusal can only lower it (a burst of
+    POSTs sent before the first refusal comes back one refusal at a time).
+    """
     released = _release(state)
-    return replace(released, cap=released.in_use, cap_since=now)
+    cap = released.in_use
+    if released.cap is not None and now - released.cap_since < released.probe_after:
+        cap = min(cap, released.cap)
+    return replace(released, cap=cap, cap_since=now)
 
 
 def credits_exhausted(state: AdmissionState) -> AdmissionState:
@@ -203,6 +230,7 @@ class Forecast:
     """What a batch will take, as far as the server lets us know in advance."""
 
     jobs: int
+    #: the active-jobs limit assumed (Grand Challenge's default unless the user set one)
     limit: int
     already_active: int
     #: ceil(jobs / limit) "waves"; None when nothing to do
@@ -216,7 +244,7 @@ class Forecast:
         if self.jobs == 0:
             return "quota: nothing to submit"
         text = (
-            f"quota: {self.jobs} job(s) at most {self.limit} active at a time"
+            f"quota: {self.jobs} job(s), at most {self.limit} active at a time"
             f" → {self.waves} wave(s)"
         )
         if self.already_active:

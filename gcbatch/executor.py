@@ -15,8 +15,9 @@ The protocol (see ``shared/design-notes.md``, "Exactly-once submission"):
    has no definite answer; the case is then reconciled (:mod:`gcbatch.reconcile`) before
    anything is resent: one unclaimed match is adopted, none means resubmit, several leave
    the case in doubt for the user.
-3. **Quota-aware admission** (:mod:`gcbatch.admission`): at most ``max_active`` of our
-   jobs active; a slot is refilled the moment a monitor thread sees a job end; "too many
+3. **Quota-aware admission** (:mod:`gcbatch.admission`): by default no limit of our own
+   (the server's "too many active jobs" refusal creates nothing and teaches us its cap);
+   with ``max_active`` at most that many of our jobs active; a slot is refilled the moment a monitor thread sees a job end; "too many
    active jobs" waits; "out of credits" stops submitting (exit 4, "N submitted, M wait");
    "too many uploads" pauses uploads. A case's files are uploaded only when a slot is
    free or about to be (``lookahead``), because uploads expire and count against a quota.
@@ -121,7 +122,8 @@ _MAX_UNSENT_RETRIES = 8
 @dataclass(frozen=True)
 class ApplyOptions:
     concurrency: int = DEFAULT_CONCURRENCY
-    max_active: int = adm.DEFAULT_MAX_ACTIVE
+    #: None: "auto" (learn the server's limit from its refusals); else never more of ours
+    max_active: int | None = None
     targeting: Targeting = field(default_factory=Targeting)
     replace: bool = False
     keep_going: bool = False
@@ -141,7 +143,7 @@ class ApplyOptions:
     def __post_init__(self) -> None:
         if self.concurrency < 1:
             raise ValueError("--concurrency must be at least 1")
-        if self.max_active < 1:
+        if self.max_active is not None and self.max_active < 1:
             raise ValueError("--max-active must be at least 1")
 
 
@@ -175,7 +177,8 @@ class Snapshot:
     waiting_for_slot: int
     posting: int
     active_jobs: int
-    slot_limit: int
+    #: None: no limit known (auto admission before any refusal)
+    slot_limit: int | None
     bytes_uploaded: int
     bytes_total: int
     stopped_by_credits: bool
@@ -346,6 +349,8 @@ class Executor:
         self._stop = threading.Event()
         self._done = threading.Event()
         self._outcomes: dict[str, CaseOutcome] = {}
+        #: outcome kind -> number of cases (kept with _outcomes: snapshots are O(1))
+        self._kind_counts: dict[str, int] = {}
         self._job_case: dict[str, str] = {}
         self._slot_waiters = 0
         self._preparing = 0
@@ -387,20 +392,28 @@ class Executor:
 
     def _outcome(self, case: str, kind: str, message: str = "", job_pk: str | None = None) -> None:
         with self._cond:
-            self._outcomes[case] = CaseOutcome(case, kind, message, job_pk)
+            self._set_outcome(CaseOutcome(case, kind, message, job_pk))
         if kind in ("failed", "in_doubt"):
             self.progress.log(f"{kind.replace('_', ' ')}: {case}: {message}")
 
+    def _set_outcome(self, outcome: CaseOutcome) -> None:
+        """Record ``outcome`` (caller holds ``_cond``), keeping the per-kind counts."""
+        old = self._outcomes.get(outcome.case)
+        if old is not None:
+            self._kind_counts[old.kind] -= 1
+        self._outcomes[outcome.case] = outcome
+        self._kind_counts[outcome.kind] = self._kind_counts.get(outcome.kind, 0) + 1
+
     def snapshot(self) -> Snapshot:
         with self._cond:
-            kinds = [o.kind for o in self._outcomes.values()]
+            kinds = self._kind_counts
             now = self._clock()
             return Snapshot(
                 total=self._total,
-                submitted=kinds.count("submitted"),
-                adopted=kinds.count("adopted"),
-                failed=kinds.count("failed"),
-                in_doubt=kinds.count("in_doubt"),
+                submitted=kinds.get("submitted", 0),
+                adopted=kinds.get("adopted", 0),
+                failed=kinds.get("failed", 0),
+                in_doubt=kinds.get("in_doubt", 0),
                 uploading=self._uploading,
                 waiting_for_slot=self._slot_waiters,
                 posting=self._posting,
@@ -505,12 +518,17 @@ class Executor:
             for w in work:
                 pool.submit(self._process_safely, w)
             last_checkpoint = self._clock()
-            # wait in short slices so the main thread stays responsive to Ctrl-C
+            last_update = -1e9
+            # wait in short slices so the main thread stays responsive to Ctrl-C; workers
+            # notify on every event, but the display needs no more than ~10 updates a second
             while True:
                 with self._cond:
                     if self._finished >= len(work):
                         break
                     self._cond.wait(timeout=0.1)
+                if self._clock() - last_update < 0.1:
+                    continue
+                last_update = self._clock()
                 self.progress.update(self.snapshot())
                 if self._clock() - last_checkpoint >= self.options.checkpoint_seconds:
                     self.store.checkpoint()
@@ -533,7 +551,7 @@ class Executor:
         finally:
             with self._cond:
                 if case.id not in self._outcomes:
-                    self._outcomes[case.id] = CaseOutcome(case.id, "waiting", "not submitted")
+                    self._set_outcome(CaseOutcome(case.id, "waiting", "not submitted"))
                 self._finished += 1
                 self._cond.notify_all()
 
@@ -712,7 +730,7 @@ class Executor:
         case = work.case
         if self.stopping:
             raise self._stop_case(case, "waiting", "not started (stopping)")
-        entry = self.store.lockfile.cases.get(case.id, CaseEntry())
+        entry = self.store.entry(case.id) or CaseEntry()
         prior: Sent | None = None  # an earlier attempt to finish (its uploads are reused)
         if work.action == "in_doubt":
             prior = self._reconcile_pending(case, entry)
@@ -1130,7 +1148,7 @@ class Executor:
         """"A result for these inputs already exists": find that job; never a second one."""
         jobs = self._reconciler.jobs(refresh=True)
         free, owned = find_existing(sent, jobs, self._claimed_by())
-        entry = self.store.lockfile.cases.get(case.id)
+        entry = self.store.entry(case.id)
         current = entry.job.pk if entry is not None and entry.job is not None else None
         if len(free) == 1:
             job = free[0]

@@ -40,7 +40,8 @@ def describe(s: Snapshot) -> str:
         parts.append(f"{s.adopted} adopted")
     parts.append(f"{s.posting} in flight")
     parts.append(f"{s.waiting_for_slot} waiting for a slot")
-    parts.append(f"{s.active_jobs}/{s.slot_limit} active jobs")
+    limit = "" if s.slot_limit is None else f"/{s.slot_limit}"  # None: no limit known
+    parts.append(f"{s.active_jobs}{limit} active jobs")
     if s.bytes_total or s.uploading:
         parts.append(f"{_mib(s.bytes_uploaded)} uploaded ({s.uploading} uploading)")
     if s.failed:

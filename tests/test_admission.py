@@ -54,9 +54,59 @@ def test_too_many_active_learns_a_cap_then_probes_again() -> None:
     assert adm.free_slots(state, 5.0) == 1
     # after probe_after the cap is lifted (a refusal costs one round trip, nothing else)
     assert adm.slot_limit(state, 11.1) == 16
-    # a successful POST above the cap drops it entirely
+    # a POST that ends up within the cap proves nothing: the cap stays
     state = adm.job_created(adm.reserve(state, 11.1), "d")
+    assert state.cap == 3
+    # a successful POST above the cap drops it entirely
+    state = adm.job_created(adm.reserve(state, 11.2), "e")
     assert state.cap is None
+
+
+def test_auto_has_no_limit_until_the_server_refuses() -> None:
+    state = adm.AdmissionState()  # auto: no --max-active
+    assert state.max_active is None
+    assert adm.slot_limit(state, 0.0) is None
+    assert adm.free_slots(state, 0.0) == adm.UNLIMITED
+    # a burst of 6 POSTs goes out at once (more than any fixed default would allow here)
+    for _ in range(6):
+        state = adm.reserve(state, 0.0)
+    # the server takes 4 of them, in any order with its refusals of the other 2
+    state = adm.job_created(state, "a")
+    state = adm.refused_too_many_active(state, now=0.1)
+    # the first refusal counts the 4 POSTs still in flight: they may have been created first
+    assert state.cap == 5
+    state = adm.job_created(state, "b")
+    state = adm.job_created(state, "c")
+    state = adm.refused_too_many_active(state, now=0.2)  # each refusal lowers it
+    assert state.cap == 4
+    state = adm.job_created(state, "d")
+    # learned: exactly the 4 the server accepted; successes within the cap keep it
+    assert state.cap == 4 and state.in_use == 4
+    assert adm.slot_limit(state, 0.3) == 4
+    assert not adm.may_submit(state, 0.3)
+    # one ends: exactly one slot frees, and its refill does not lift the cap
+    state = adm.jobs_ended(state, {"a"})
+    state = adm.job_created(adm.reserve(state, 1.0), "e")
+    assert state.cap == 4
+    assert not adm.may_submit(state, 1.0)
+    # after probe_after: no limit again until the next refusal re-teaches it
+    assert adm.slot_limit(state, 0.2 + state.probe_after) is None
+
+
+def test_refusals_only_lower_a_fresh_cap() -> None:
+    state = adm.AdmissionState()
+    for pk in ("a", "b"):
+        state = adm.job_created(adm.reserve(state, 0.0), pk)
+    state = adm.refused_too_many_active(adm.reserve(state, 0.0), now=0.0)
+    assert state.cap == 2
+    # jobs we had not seen end: a refusal while fresh never raises the cap ...
+    state = adm.jobs_ended(state, {"a"})
+    state = adm.refused_too_many_active(adm.reserve(state, 1.0), now=1.0)
+    assert state.cap == 1
+    # ... a refusal after probe_after sets it afresh
+    state = adm.job_created(adm.reserve(state, 20.0), "c")
+    state = adm.refused_too_many_active(adm.reserve(state, 20.0), now=20.0)
+    assert state.cap == 2
 
 
 def test_refusal_with_nothing_of_ours_active_waits_for_the_probe() -> None:
@@ -148,3 +198,34 @@ def test_never_above_the_limit(limit: int, ops: list[str]) -> None:
         assert state.in_use <= limit
         assert adm.free_slots(state, now) <= limit - state.in_use
     assert math.isfinite(now)
+
+
+@settings(max_examples=200, deadline=None)
+@given(ops=st.lists(st.sampled_from(["reserve", "create", "reject", "refuse", "doubt", "end"]),
+                    max_size=80))
+def test_auto_never_above_a_fresh_learned_cap(ops: list[str]) -> None:
+    """Auto: while a learned cap is fresh, what we hold never exceeds it."""
+    state = adm.AdmissionState(probe_after=2.0)
+    counter = 0
+    now = 0.0
+    for op in ops:
+        now += 0.5
+        if op == "reserve" and adm.may_submit(state, now):
+            state = adm.reserve(state, now)
+        elif op in ("create", "reject", "refuse", "doubt") and state.reserved:
+            counter += 1
+            if op == "create":
+                state = adm.job_created(state, f"j{counter}")
+            elif op == "reject":
+                state = adm.post_rejected(state)
+            elif op == "refuse":
+                state = adm.refused_too_many_active(state, now)
+                assert state.cap is not None and state.cap <= state.in_use
+            else:
+                state = adm.post_in_doubt(state, f"c{counter}")
+        elif op == "end" and state.active:
+            state = adm.jobs_ended(state, {sorted(state.active)[0]})
+        limit = adm.slot_limit(state, now)
+        if limit is not None:
+            assert state.in_use <= limit
+            assert adm.free_slots(state, now) == limit - state.in_use

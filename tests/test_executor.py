@@ -200,6 +200,34 @@ def test_active_limit_learned_from_the_server(world: World) -> None:
     assert world.jobs() == 12
 
 
+def test_auto_admission_learns_the_servers_limit(world: World) -> None:
+    """Default (no --max-active): no limit of our own; the server's refusals teach it."""
+    world.app.set_config(world.app.config.replace(max_active_jobs=3))
+    manifest = world.manifest(value_manifest(15))
+    answers: list[int] = []
+    peak = {"n": 0}
+    orig = world.app.handle
+
+    def handle(req: Any) -> Any:
+        response = orig(req)
+        if req.method == "POST" and req.path.endswith("/algorithms/jobs/"):
+            answers.append(response.status)
+            peak["n"] = max(peak["n"], world.app.stats()["users"]["demo"]["active_jobs"])
+        return response
+
+    world.app.handle = handle  # type: ignore[method-assign]
+    summary = world.apply(manifest, concurrency=8)
+    assert ApplyOptions().max_active is None
+    # refusals are neither failures nor doubts, and created nothing twice
+    assert summary.counts()["submitted"] == 15 and summary.exit_code == 0
+    assert world.jobs() == 15 and answers.count(201) == 15
+    assert peak["n"] <= 3
+    # a first burst of 8 POSTs meets the limit of 3; after it the learned cap keeps us
+    # from hammering the server (no refusal per wait): few refusals in all
+    refused = answers.count(400)
+    assert 1 <= refused <= 8 + 3 and len(answers) == 15 + refused
+
+
 def test_never_more_than_max_active(world: World) -> None:
     manifest = world.manifest(value_manifest(10))
     seen: list[int] = []

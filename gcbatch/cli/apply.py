@@ -80,8 +80,11 @@ class _Interrupts:
 @target_options
 @click.option("--concurrency", type=click.IntRange(1, 256), default=DEFAULT_CONCURRENCY,
               show_default=True, help="Cases worked on at once (uploads and job POSTs).")
-@click.option("--max-active", type=click.IntRange(1, 10_000), default=16, show_default=True,
-              help="Keep at most this many of your jobs active (the platform's limit is 16).")
+@click.option("--max-active", type=click.IntRange(1, 10_000), default=None,
+              help="Keep at most this many of your jobs active. Default: auto, no limit of "
+                   "gcbatch's own; when the server refuses with \"too many active jobs\" "
+                   "(nothing is created), gcbatch keeps to what it holds then and refills a "
+                   "slot as each job ends (Grand Challenge allows 16 by default).")
 @click.option("--replace", is_flag=True,
               help="Resubmit cases whose inputs changed (the old job stays in the history).")
 @click.option("--retry-failed", is_flag=True,
@@ -98,7 +101,7 @@ def apply(
     as_json: bool,
     targeting: Targeting,
     concurrency: int,
-    max_active: int,
+    max_active: int | None,
     replace: bool,
     retry_failed: bool,
     keep_going: bool,
