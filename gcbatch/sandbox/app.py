@@ -98,6 +98,10 @@ _MSG_PERMISSION = "You do not have permission to perform this action."
 _MSG_NO_CREDENTIALS = "Authentication credentials were not provided."
 
 
+#: the per-user counters of GET /_sandbox/stats (and its totals)
+_STAT_KEYS = ("jobs", "active_jobs", "uploads_live", "uploads_total", "credits_used")
+
+
 class HttpError(Exception):
     """Raised inside a handler to answer with ``response`` (keeps handlers linear)."""
 
@@ -2062,40 +2066,17 @@ class SandboxApp:
         now = self.clock()
         with self.store.transaction():
             self._advance(now)
-            users: dict[str, dict[str, int]] = {
-                u.name: {
-                    "jobs": 0,
-                    "active_jobs": 0,
-                    "uploads_live": 0,
-                    "uploads_total": 0,
-                    "credits_used": 0,
-                }
-                for u in self.seed.users
-            }
+
+            def zero() -> dict[str, int]:
+                return dict.fromkeys(_STAT_KEYS, 0)
+
+            users: dict[str, dict[str, int]] = {u.name: zero() for u in self.seed.users}
             for name, jobs, active, _ in self.store.job_stats():
-                entry = users.setdefault(
-                    name,
-                    {
-                        "jobs": 0,
-                        "active_jobs": 0,
-                        "uploads_live": 0,
-                        "uploads_total": 0,
-                        "credits_used": 0,
-                    },
-                )
+                entry = users.setdefault(name, zero())
                 entry["jobs"] = jobs
                 entry["active_jobs"] = active
             for name, live, total in self.store.upload_stats():
-                entry = users.setdefault(
-                    name,
-                    {
-                        "jobs": 0,
-                        "active_jobs": 0,
-                        "uploads_live": 0,
-                        "uploads_total": 0,
-                        "credits_used": 0,
-                    },
-                )
+                entry = users.setdefault(name, zero())
                 entry["uploads_live"] = live
                 entry["uploads_total"] = total
             for name, entry in users.items():
@@ -2103,7 +2084,7 @@ class SandboxApp:
             statuses = self.store.status_counts()
         totals = {
             key: sum(u[key] for u in users.values())
-            for key in ("jobs", "active_jobs", "uploads_live", "uploads_total", "credits_used")
+            for key in _STAT_KEYS
         }
         totals["requests"] = self._log_seq
         return {"users": users, "totals": totals, "statuses": statuses}
