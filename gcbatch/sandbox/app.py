@@ -110,6 +110,20 @@ class HttpError(Exception):
         self.response = response
 
 
+def _required_list(body: Mapping[str, Any], key: str, allow: str) -> list[Any]:
+    """``body[key]`` as a list, or DRF's 400 for a missing field or a non-list value."""
+    if key not in body:
+        raise HttpError(json_response(400, {key: [_MSG_REQUIRED]}, allow=allow))
+    value = body[key]
+    if not isinstance(value, list):
+        raise HttpError(json_response(
+            400,
+            {key: [f'Expected a list of items but got type "{_type_name(value)}".']},
+            allow=allow,
+        ))
+    return value
+
+
 def _dumps(obj: Any) -> bytes:
     # DRF's JSONRenderer: compact separators, UTF-8 (not ASCII-escaped).
     return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
@@ -1748,19 +1762,7 @@ class SandboxApp:
         self, req: Request, user: User, up: UploadRow, body: Mapping[str, Any]
     ) -> Response:
         allow = ALLOW_PATCH
-        if "part_numbers" not in body:
-            return json_response(400, {"part_numbers": [_MSG_REQUIRED]}, allow=allow)
-        numbers = body["part_numbers"]
-        if not isinstance(numbers, list):
-            return json_response(
-                400,
-                {
-                    "part_numbers": [
-                        f'Expected a list of items but got type "{_type_name(numbers)}".'
-                    ]
-                },
-                allow=allow,
-            )
+        numbers = _required_list(body, "part_numbers", allow)
         errs: dict[str, list[str]] = {}
         clean: list[int] = []
         for i, n in enumerate(numbers):
@@ -1810,15 +1812,7 @@ class SandboxApp:
         self, req: Request, user: User, up: UploadRow, body: Mapping[str, Any]
     ) -> Response:
         allow = ALLOW_PATCH
-        if "parts" not in body:
-            return json_response(400, {"parts": [_MSG_REQUIRED]}, allow=allow)
-        given = body["parts"]
-        if not isinstance(given, list):
-            return json_response(
-                400,
-                {"parts": [f'Expected a list of items but got type "{_type_name(given)}".']},
-                allow=allow,
-            )
+        given = _required_list(body, "parts", allow)
         if up.status != "Initialized":
             return self._server_crash(req, "RuntimeError", "upload is not initialized")
         stored = {p.number: p for p in self.store.parts(up.pk)}
