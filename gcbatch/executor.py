@@ -40,6 +40,7 @@ import secrets
 import tempfile
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
@@ -70,6 +71,7 @@ from gcbatch.lockfile import (
 )
 from gcbatch.models import Algorithm, ArchiveItem, Job, Upload
 from gcbatch.options import Targeting
+from gcbatch.perf import frozen_instance
 from gcbatch.plan import Plan
 from gcbatch.reconcile import (
     STAGE_POST,
@@ -220,7 +222,8 @@ class ApplySummary:
     def counts(self) -> dict[str, int]:
         kinds = ("submitted", "adopted", "unchanged", "failed", "in_doubt", "waiting",
                  "skipped")
-        return {k: len(self.of(k)) for k in kinds}
+        counted = Counter(o.kind for o in self.outcomes)
+        return {k: counted[k] for k in kinds}
 
     @property
     def exit_code(self) -> int:
@@ -464,13 +467,19 @@ class Executor:
         by_id = {c.id: c for c in cases}
         targeting = self.options.targeting
         work: list[_Work] = []
+        unchanged: dict[str, CaseOutcome] = {}
+        everything = targeting.everything
         for action in plan.actions:
+            if action.kind == "unchanged":  # settled cases have no Case: see expand
+                if everything or targeting.matches(action.case_id):
+                    unchanged[action.case_id] = frozen_instance(CaseOutcome, {
+                        "case": action.case_id, "kind": "unchanged", "message": action.reason,
+                        "job_pk": action.job_pk})
+                continue
             case = by_id.get(action.case_id)
             if case is None or not targeting.matches(case.id):
                 continue
-            if action.kind == "unchanged":
-                self._outcome(case.id, "unchanged", action.reason, action.job_pk)
-            elif action.kind == "submit":
+            if action.kind == "submit":
                 work.append(_Work(case, "submit"))
             elif action.kind == "resubmit":
                 if self.options.replace:
@@ -483,6 +492,11 @@ class Executor:
                 work.append(_Work(case, "in_doubt"))
             elif action.kind == "blocked":
                 self._outcome(case.id, "failed", action.reason)
+        with self._cond:  # (no worker runs yet; the lock keeps the outcome map's rule)
+            # what _set_outcome does, at once (one action per case: no id seen before)
+            self._outcomes.update(unchanged)
+            self._kind_counts["unchanged"] = \
+                self._kind_counts.get("unchanged", 0) + len(unchanged)
         self._total = len(work)
         self._prime_active()
         monitor = threading.Thread(target=self._monitor, name="gcbatch-monitor", daemon=True)
@@ -1207,6 +1221,10 @@ def algorithm_ref(algorithm: Algorithm) -> AlgorithmRef:
 # --------------------------------------------------------------------------- entry point
 
 
+#: Plan actions after which apply sends something (``resubmit`` too, with ``--replace``).
+_SENDING = frozenset({"submit", "retry_failed", "in_doubt"})
+
+
 def refresh_locked_statuses(client: Any, store: LockfileStore, algorithm_pk: str) -> int:
     """Bring the lockfile's job statuses up to date with one paginated list (GETs only).
 
@@ -1251,7 +1269,7 @@ def apply_manifest(
     from gcbatch.hashing import FileHasher, default_cache_path
     from gcbatch.manifest import load_manifest
     from gcbatch.perf import gc_frozen, gc_paused
-    from gcbatch.plan import ServerView, make_plan
+    from gcbatch.plan import ServerView, make_plan, settled_fingerprints
     from gcbatch.preflight import run_preflight
     from gcbatch.sources import expand
 
@@ -1275,17 +1293,34 @@ def apply_manifest(
         # the cyclic GC would walk them all again and again (see gcbatch.perf)
         with gc_paused():
             archive_items, items_by_pk = fetch_archive_items(session.client, manifest)
+            if options.retry_failed:  # which jobs failed is the server's news
+                refresh_locked_statuses(session.client, store, algorithm.pk)
             hasher = FileHasher(default_cache_path(manifest.path))
-            expansion = expand(manifest, archive_items=archive_items, hasher=hasher)
+            # cases still locked as they are come back as ids only: see expand's `settled`
+            expansion = expand(manifest, archive_items=archive_items, hasher=hasher,
+                               settled=settled_fingerprints(
+                                   store.lockfile, retry_failed=options.retry_failed))
             hasher.save()
-            cases = expansion.cases
-            options.targeting.check_known(c.id for c in cases)
-            targeted = iter_targeted(cases, options.targeting)
-            fetch_item_sources(session.client, targeted, items_by_pk)
-            run_preflight(targeted, algorithm, manifest.algorithm, items=items_by_pk)
-            refresh_locked_statuses(session.client, store, algorithm.pk)
-            plan = make_plan(targeted, store.lockfile, ServerView(interfaces=algorithm.input_sets),
+            targeting = options.targeting
+            targeting.check_known(expansion.case_ids)
+            targeted = iter_targeted(expansion.cases, targeting)
+            settled = [cid for cid in expansion.settled if targeting.matches(cid)]
+            # no interfaces in the view: a locked job stays valid when the algorithm's
+            # interfaces change later; what will be sent is checked by the preflight below
+            plan = make_plan(targeted, store.lockfile, ServerView(), settled=settled,
                              algorithm=algorithm.slug, retry_failed=options.retry_failed)
+            # Pre-flight (and explicit archive items) only for the cases apply will send: a
+            # locked case is not sent again, and checking 100,000 of them on every re-apply
+            # would be most of its time. The duplicate-values check still sees every case.
+            by_id = {c.id: c for c in targeted}
+            to_send = [by_id[a.case_id] for a in plan.actions
+                       if a.kind in _SENDING or (a.kind == "resubmit" and options.replace)]
+            fetch_item_sources(session.client, to_send, items_by_pk)
+            run_preflight(to_send, algorithm, manifest.algorithm, items=items_by_pk,
+                          all_cases=targeted, locked=store.lockfile.cases)
+            if to_send and not options.retry_failed:
+                # which earlier jobs still hold active-job slots (nothing to send: no need)
+                refresh_locked_statuses(session.client, store, algorithm.pk)
         scratch = manifest.path.parent / ".gcbatch" / "tmp"
         executor = Executor(session.client, store, algorithm, options, items=items_by_pk,
                             progress=progress, scratch_dir=scratch)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import gc
 from collections.abc import Iterator
+from typing import Any, TypeVar
 
 
 @contextlib.contextmanager
@@ -41,3 +42,15 @@ def gc_frozen() -> Iterator[None]:
         yield
     finally:
         gc.unfreeze()
+
+
+_T = TypeVar("_T")
+
+
+def frozen_instance(cls: type[_T], fields: dict[str, Any]) -> _T:
+    """A frozen dataclass instance from ALL its fields at once: what ``cls(**fields)``
+    makes (no defaults, no ``__post_init__``), without one ``object.__setattr__`` per
+    field, which is most of the cost when a run builds 100,000 of them."""
+    instance = cls.__new__(cls)
+    instance.__dict__.update(fields)
+    return instance

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gcbatch.lockfile import CaseEntry, Lockfile
+from gcbatch.perf import frozen_instance
 from gcbatch.sources import Case, PendingGenerator
 
 SYMBOLS = {
@@ -131,14 +132,22 @@ def _interface_problem(case: Case, interfaces: Sequence[frozenset[str]]) -> str 
 
 def _for_case(case: Case, entry: CaseEntry | None, view: ServerView | None,
               retry_failed: bool) -> Action:
-    if view is not None:
-        if case.id in view.blocked:
-            return Action("blocked", case.id, view.blocked[case.id],
-                          fingerprint=case.fingerprint)
-        if view.interfaces is not None:
-            problem = _interface_problem(case, view.interfaces)
-            if problem is not None:
-                return Action("blocked", case.id, problem, fingerprint=case.fingerprint)
+    action = _from_lockfile(case, entry, view, retry_failed)
+    if view is None or action.kind == "unchanged":
+        # a job that exists stays valid, whatever the algorithm's interfaces became since:
+        # apply sends nothing for it, so nothing can block it
+        return action
+    if case.id in view.blocked:
+        return Action("blocked", case.id, view.blocked[case.id], fingerprint=case.fingerprint)
+    if view.interfaces is not None:
+        problem = _interface_problem(case, view.interfaces)
+        if problem is not None:
+            return Action("blocked", case.id, problem, fingerprint=case.fingerprint)
+    return action
+
+
+def _from_lockfile(case: Case, entry: CaseEntry | None, view: ServerView | None,
+                   retry_failed: bool) -> Action:
     if entry is not None and entry.pending is not None:
         pending = entry.pending
         note = "" if pending.fingerprint == case.fingerprint else \
@@ -163,8 +172,40 @@ def _for_case(case: Case, entry: CaseEntry | None, view: ServerView | None,
     if status in FAILED_STATUSES and retry_failed:
         return Action("retry_failed", case.id, f"job {_short(job.pk)} ended {status}",
                       (), job.pk, status, case.fingerprint)
-    return Action("unchanged", case.id, f"job {_short(job.pk)}, {status or 'status unknown'}",
-                  (), job.pk, status, case.fingerprint)
+    return _unchanged(case.id, entry, view)  # (the fingerprints are equal)
+
+
+def settled_fingerprints(lockfile: Lockfile | None, *, retry_failed: bool = False,
+                         job_status: Mapping[str, str] | None = None) -> dict[str, str]:
+    """case id → fingerprint, for every locked case that :func:`make_plan` calls
+    ``unchanged`` as long as the manifest still gives it that fingerprint (a job, nothing
+    in doubt, and not a failed job that ``retry_failed`` would send again; ``job_status``:
+    the server view's statuses, as make_plan would see them). What
+    :func:`gcbatch.sources.expand` takes as ``settled``."""
+    if lockfile is None:
+        return {}
+    if not retry_failed:
+        return {cid: e.fingerprint for cid, e in lockfile.cases.items()
+                if e.job is not None and e.pending is None and e.fingerprint}
+    now = job_status or {}
+    return {
+        cid: e.fingerprint for cid, e in lockfile.cases.items()
+        if e.job is not None and e.pending is None and e.fingerprint
+        and now.get(e.job.pk, e.job.status) not in FAILED_STATUSES
+    }
+
+
+def _unchanged(case_id: str, entry: CaseEntry, view: ServerView | None) -> Action:
+    job = entry.job
+    assert job is not None  # settled_fingerprints only lists entries with a job
+    status = job.status
+    if view is not None and job.pk in view.job_status:
+        status = view.job_status[job.pk]
+    # (built directly: a re-apply of a locked study makes one per case, 100,000 of them)
+    return frozen_instance(Action, {
+        "kind": "unchanged", "case_id": case_id,
+        "reason": f"job {_short(job.pk)}, {status or 'status unknown'}",
+        "changed": (), "job_pk": job.pk, "status": status, "fingerprint": entry.fingerprint})
 
 
 def make_plan(
@@ -175,14 +216,22 @@ def make_plan(
     algorithm: str = "",
     needs_server: Sequence[PendingGenerator] = (),
     retry_failed: bool = False,
+    settled: Iterable[str] = (),
 ) -> Plan:
-    """One action per case, per orphaned lockfile entry and per archive generator."""
+    """One action per case, per orphaned lockfile entry and per archive generator.
+
+    ``settled``: ids of cases that expansion found to match their lockfile entry (see
+    :func:`settled_fingerprints`); each is ``unchanged`` without its :class:`Case`.
+    """
     entries: Mapping[str, CaseEntry] = lockfile.cases if lockfile is not None else {}
     actions: list[Action] = []
     seen: set[str] = set()
     for case in cases:
         seen.add(case.id)
         actions.append(_for_case(case, entries.get(case.id), server_view, retry_failed))
+    for case_id in settled:
+        seen.add(case_id)
+        actions.append(_unchanged(case_id, entries[case_id], server_view))
     for case_id, entry in entries.items():
         if case_id in seen:
             continue

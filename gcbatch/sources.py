@@ -35,7 +35,7 @@ import stat
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, ClassVar, Protocol
 
 from gcbatch.errors import Finding, ManifestError
 from gcbatch.hashing import Hasher, canonical_json, sha256_text
@@ -108,6 +108,13 @@ class Expansion:
     cases: tuple[Case, ...]  # sorted by id
     needs_server: tuple[PendingGenerator, ...] = ()
     findings: tuple[Finding, ...] = ()
+    #: ids of the cases found settled (see ``expand``'s ``settled``), sorted; no Case built
+    settled: tuple[str, ...] = ()
+
+    @property
+    def case_ids(self) -> list[str]:
+        """Every case's id: built and settled ones."""
+        return [c.id for c in self.cases] + list(self.settled)
 
     def by_id(self) -> dict[str, Case]:
         return {c.id: c for c in self.cases}
@@ -128,13 +135,20 @@ class ArchiveItemLike(Protocol):
 
 def split_name(name: str) -> tuple[str, str]:
     """``("p001", ".nii.gz")`` for ``p001.nii.gz``; ``("p001", ".mha")``; ``("README", "")``."""
-    lower = name.lower()
-    for comp in _COMPRESSED:
-        if lower.endswith(comp) and len(name) > len(comp):
-            inner, inner_ext = os.path.splitext(name[: -len(comp)])
-            return (inner, inner_ext + name[-len(comp):]) if inner else (name, "")
-    stem, ext = os.path.splitext(name)
-    return stem, ext
+    if name.lower().endswith(_COMPRESSED):
+        lower = name.lower()
+        for comp in _COMPRESSED:
+            if lower.endswith(comp) and len(name) > len(comp):
+                inner, inner_ext = os.path.splitext(name[: -len(comp)])
+                return (inner, inner_ext + name[-len(comp):]) if inner else (name, "")
+    if "/" in name:
+        return os.path.splitext(name)
+    # os.path.splitext of a bare name, in str methods (100,000 glob matches per run): the
+    # last dot starts the extension unless only dots come before it (".bashrc")
+    dot = name.rfind(".")
+    if dot > 0 and name[:dot].lstrip("."):
+        return name[:dot], name[dot:]
+    return name, ""
 
 
 def glob_placeholders(match: str) -> dict[str, str]:
@@ -161,11 +175,38 @@ def _value_digest(value: Any) -> str:
 def case_fingerprint(algorithm: str, sources: Sequence[Source]) -> str:
     """sha256 of ``canonical_json({"algorithm": slug, "inputs": [[socket, digest], ...]})``,
     the text written out directly (the same bytes: "algorithm" sorts before "inputs")."""
+    return fingerprint_of(algorithm, [(s.socket, s.digest) for s in sources])
+
+
+def fingerprint_of(algorithm: str, pairs: Sequence[tuple[str, str]]) -> str:
+    """:func:`case_fingerprint` of (socket, digest) pairs sorted by socket."""
     quote = _json_string  # canonical_json of a str
     text = ('{"algorithm":' + quote(algorithm) + ',"inputs":['
-            + ",".join(["[" + quote(s.socket) + "," + quote(s.digest) + "]" for s in sources])
+            + ",".join(["[" + quote(socket) + "," + quote(digest) + "]"
+                        for socket, digest in pairs])
             + "]}")
     return sha256_text(text)
+
+
+def _files_digest(file_digests: Iterable[str]) -> str:
+    return sha256_text(canonical_json({"files": sorted(file_digests)}))
+
+
+def _archive_item_digest(pk: str, item_socket: str) -> str:
+    return sha256_text(canonical_json({"archive_item": pk, "socket": item_socket}))
+
+
+def _image_digest(url: str) -> str:
+    return sha256_text(canonical_json({"image": url}))
+
+
+def _fill(text: str, values: Mapping[str, str] | None, escape: bool = False) -> str:
+    """A source argument with its placeholders filled (glob-escaped with ``escape``)."""
+    if "{" not in text and "}" not in text:
+        return text
+    if values is None:
+        return render_template(text, {})
+    return render_template(text, values, globlib.escape if escape else None)
 
 
 #: what canonical_json gives for a str (ensure_ascii=False): the C string encoder itself
@@ -186,6 +227,11 @@ class _Expander:
         self._effective: dict[int, tuple[SourceSpec, ...]] = {}
         self._json_stat: dict[str, os.stat_result] = {}
         self._folders: dict[str, Path] = {}
+        self._is_static: dict[int, bool] = {}
+        #: per case spec: see :meth:`_recipe`
+        self._recipes: dict[int, list[tuple[str, str | None, SourceSpec, Any]]] = {}
+        self._cached_json_digest = getattr(hasher, "cached_json_digest", None)
+        self._cached_digest = getattr(hasher, "cached_digest", None)
 
     def find(self, message: str, line: int | None, col: int | None) -> None:
         self.findings.append(self.m.finding(message, line, col))
@@ -223,8 +269,7 @@ class _Expander:
                archive: str | None) -> Source | None:
         """The source for one case; a source without placeholders is made only once (a
         default given to 100,000 cases is read and digested once)."""
-        static = spec.kind == "value" or not any("{" in a or "}" in a for a in spec.args)
-        if not static:
+        if not self.is_static(spec):
             return self._make_source(spec, values, archive)
         key = id(spec)
         if key not in self._static:
@@ -238,14 +283,18 @@ class _Expander:
             return replace(made, archive=archive)
         return made
 
+    def is_static(self, spec: SourceSpec) -> bool:
+        """No placeholders: the same source in every case."""
+        static = self._is_static.get(id(spec))
+        if static is None:
+            static = self._is_static[id(spec)] = spec.kind == "value" or not any(
+                "{" in a or "}" in a for a in spec.args)
+        return static
+
     def _make_source(self, spec: SourceSpec, values: Mapping[str, str] | None,
                      archive: str | None) -> Source | None:
         def fill(text: str, escape: bool = False) -> str:
-            if "{" not in text and "}" not in text:
-                return text
-            if values is None:
-                return render_template(text, {})
-            return render_template(text, values, globlib.escape if escape else None)
+            return _fill(text, values, escape)
 
         socket, kind, where = spec.socket, spec.kind, spec.where
         if kind == "value":
@@ -290,8 +339,7 @@ class _Expander:
             digest = ""
             if self.hasher is not None:
                 hasher = self.hasher
-                digest = sha256_text(canonical_json(
-                    {"files": sorted(hasher.digest(p) for p in as_paths)}))
+                digest = _files_digest(hasher.digest(p) for p in as_paths)
             if kind == "file":
                 summary = f"file {self.rel(unique[0])}"
             else:
@@ -304,12 +352,11 @@ class _Expander:
             item_socket = spec.item_socket or socket
             return Source(socket, kind, archive=archive, item_pk=pk, item_socket=item_socket,
                           summary=f"archive item {pk} socket {item_socket}",
-                          digest=sha256_text(canonical_json(
-                              {"archive_item": pk, "socket": item_socket})))
+                          digest=_archive_item_digest(pk, item_socket))
         if kind == "image":
             url = fill(spec.args[0])
             return Source(socket, kind, image_url=url, summary=f"image {url}",
-                          digest=sha256_text(canonical_json({"image": url})))
+                          digest=_image_digest(url))
         raise AssertionError(kind)
 
     def json_value(self, full: str, rel: str, spec: SourceSpec) -> tuple[Any, str] | None:
@@ -376,16 +423,92 @@ class _Expander:
             return True  # the stat/glob above found it; let hashing report real I/O errors
         return True
 
+    # --- locked cases --------------------------------------------------------------
+
+    def quick_fingerprint(self, spec: CaseSpec, values: Mapping[str, str] | None,
+                          archive: str | None = None) -> str | None:
+        """The fingerprint :meth:`case` would give, from cached digests alone; None when
+        that needs the full work (a file not in the hash cache, a glob to run, a JSON file
+        to check). It builds no :class:`Source`: for a case already locked, only whether
+        its fingerprint is the locked one matters, and that is most of a re-apply."""
+        recipe = self._recipes.get(spec.index)
+        if recipe is None:
+            recipe = self._recipes[spec.index] = self._recipe(spec, values, archive)
+        pairs: list[tuple[str, str]] = []
+        for socket, digest, src, quick in recipe:
+            if digest is None:
+                digest = quick(src, values, archive)
+                if digest is None:
+                    return None
+            pairs.append((socket, digest))
+        return fingerprint_of(self.m.algorithm, pairs)
+
+    def _recipe(self, spec: CaseSpec, values: Mapping[str, str] | None, archive: str | None
+                ) -> list[tuple[str, str | None, SourceSpec, Any]]:
+        """Per source of a case spec: (socket, its digest if it has no placeholders, the
+        spec, the function that digests it per case). Made once per case spec."""
+        recipe: list[tuple[str, str | None, SourceSpec, Any]] = []
+        for src in self.effective(spec):
+            quick = self._QUICK.get(src.kind, _Expander._quick_none)
+            if self.is_static(src):
+                made = self.source(src, values, archive)  # made once per run, then shared
+                recipe.append((src.socket, None if made is None else made.digest, src,
+                               _Expander._quick_none))
+            else:
+                recipe.append((src.socket, None, src, quick.__get__(self)))
+        return recipe
+
+    def _quick_none(self, spec: SourceSpec, values: Mapping[str, str] | None,
+                    archive: str | None) -> str | None:
+        return None  # files: globs to run; a static source with a finding
+
+    def _quick_json(self, spec: SourceSpec, values: Mapping[str, str] | None,
+                    archive: str | None) -> str | None:
+        full = self.absolute(_fill(spec.args[0], values))
+        known = self._digest_cache.get(full)  # read in full earlier in this run
+        if known is not None:
+            return known
+        lookup = self._cached_json_digest
+        return None if lookup is None else lookup(full)
+
+    def _quick_file(self, spec: SourceSpec, values: Mapping[str, str] | None,
+                    archive: str | None) -> str | None:
+        pattern = _fill(spec.args[0], values, escape=True)
+        if len(spec.args) != 1 or globlib.has_magic(pattern) or self._cached_digest is None:
+            return None
+        full = self.absolute(pattern)
+        if (full != os.path.normpath(full) or full.startswith("//")
+                or full.lower().endswith(".json")):
+            return None  # paths the full work spells out; a JSON file gets checked
+        digest = self._cached_digest(full)
+        return None if digest is None else _files_digest([digest])
+
+    def _quick_archive_item(self, spec: SourceSpec, values: Mapping[str, str] | None,
+                            archive: str | None) -> str | None:
+        return _archive_item_digest(_fill(spec.args[0], values),
+                                    spec.item_socket or spec.socket)
+
+    def _quick_image(self, spec: SourceSpec, values: Mapping[str, str] | None,
+                     archive: str | None) -> str | None:
+        return _image_digest(_fill(spec.args[0], values))
+
+    _QUICK: ClassVar[dict[str, Any]] = {"json": _quick_json, "file": _quick_file, "archive_item": _quick_archive_item,
+                                         "image": _quick_image}
+
     # --- cases -------------------------------------------------------------------
+
+    def effective(self, spec: CaseSpec) -> tuple[SourceSpec, ...]:
+        """The case's sources with the defaults overlaid (once per case spec)."""
+        effective = self._effective.get(spec.index)
+        if effective is None:  # the same for every case a generator makes
+            effective = self._effective[spec.index] = spec.effective_inputs(self.m.defaults)
+        return effective
 
     def case(self, spec: CaseSpec, case_id: str, values: Mapping[str, str] | None,
              origin: str, archive: str | None = None) -> Case | None:
         sources: list[Source] = []
         ok = True
-        effective = self._effective.get(spec.index)
-        if effective is None:  # the same for every case a generator makes
-            effective = self._effective[spec.index] = spec.effective_inputs(self.m.defaults)
-        for src in effective:
+        for src in self.effective(spec):
             made = self.source(src, values, archive)
             if made is None:
                 ok = False
@@ -444,6 +567,7 @@ def expand(
     hasher: Hasher | None = None,
     *,
     collect: bool = False,
+    settled: Mapping[str, str] | None = None,
 ) -> Expansion:
     """Expand ``manifest`` into cases sorted by id.
 
@@ -451,9 +575,18 @@ def expand(
     an archive not in it are returned in :attr:`Expansion.needs_server`. ``hasher`` hashes
     file contents for fingerprints (None: no fingerprints, nothing read but JSON files).
     Findings raise :class:`ManifestError` (all of them) unless ``collect``.
+
+    ``settled`` (case id → fingerprint) names cases whose job stays as long as their
+    fingerprint is that one (``apply`` passes its lockfile's). A case whose fingerprint,
+    computed from cached digests alone, is the settled one is listed in
+    :attr:`Expansion.settled` instead of being built: re-applying a locked 100,000-case
+    study costs a stat per input file, not a full expansion. Anything the quick way cannot
+    tell (an uncached file, a glob inside a source) is expanded in full, so the answer is
+    always the full expansion's.
     """
     with gc_paused():  # 100,000s of live objects: see gcbatch.perf
-        return _expand(manifest, archive_items, hasher, collect=collect)
+        return _expand(manifest, archive_items, hasher, collect=collect,
+                       settled=settled if hasher is not None else None)
 
 
 def _expand(
@@ -462,39 +595,52 @@ def _expand(
     hasher: Hasher | None,
     *,
     collect: bool,
+    settled: Mapping[str, str] | None = None,
 ) -> Expansion:
     ex = _Expander(manifest, hasher)
     cases: list[Case] = []
+    settled_ids: list[str] = []
     pending: list[PendingGenerator] = []
     # id → (origin, line) of the first case with that id
     seen: dict[str, tuple[str, int | None, bool]] = {}
 
-    def add(case: Case | None, spec: CaseSpec, origin: str) -> None:
-        if case is None:
-            return
-        if case.id in seen:
-            first, line, explicit = seen[case.id]
+    def first_use(case_id: str, spec: CaseSpec, origin: str) -> bool:
+        if case_id in seen:
+            first, line, explicit = seen[case_id]
             if explicit and spec.foreach is None:
-                return  # two explicit cases: load_manifest reported it already
-            ex.find(f"{spec.where}.id: case id {case.id!r} ({origin}) is already used by "
+                return False  # two explicit cases: load_manifest reported it already
+            ex.find(f"{spec.where}.id: case id {case_id!r} ({origin}) is already used by "
                     f"{first} (line {line})", spec.id_line, spec.id_col)
-            return
-        seen[case.id] = (origin, spec.line, spec.foreach is None)
-        cases.append(case)
+            return False
+        seen[case_id] = (origin, spec.line, spec.foreach is None)
+        return True
+
+    def add(spec: CaseSpec, case_id: str, values: Mapping[str, str] | None, origin: str,
+            archive: str | None = None) -> None:
+        if settled is not None:
+            locked = settled.get(case_id)
+            if locked is not None and ex.quick_fingerprint(spec, values, archive) == locked:
+                if first_use(case_id, spec, origin):
+                    settled_ids.append(case_id)
+                return
+        case = ex.case(spec, case_id, values, origin, archive)
+        if case is not None and first_use(case_id, spec, origin):
+            cases.append(case)
 
     for spec in manifest.cases:
         if spec.foreach is None:
-            add(ex.case(spec, spec.id, None, spec.where), spec, spec.where)
+            add(spec, spec.id, None, spec.where)
         elif spec.foreach.kind == "glob":
+            where, id_template, valid_id = spec.where, spec.id, CASE_ID_RE.match
             for match, values in _glob_matches(ex, spec):
-                case_id = render_template(spec.id, values)
-                origin = f"{spec.where}: {match}"
-                if not CASE_ID_RE.match(case_id):
-                    ex.find(f"{spec.where}.id: {case_id!r} made from {match} is not a valid "
+                case_id = render_template(id_template, values)
+                origin = where + ": " + match
+                if not valid_id(case_id):
+                    ex.find(f"{where}.id: {case_id!r} made from {match} is not a valid "
                             "case id (1-128 letters, digits, '.', '_' or '-', starting with a "
                             "letter or digit)", spec.id_line, spec.id_col)
                     continue
-                add(ex.case(spec, case_id, values, origin), spec, origin)
+                add(spec, case_id, values, origin)
         else:
             slug = spec.foreach.pattern
             items = None if archive_items is None else archive_items.get(slug)
@@ -510,13 +656,14 @@ def _expand(
                             "is not a valid case id (1-128 letters, digits, '.', '_' or '-', "
                             "starting with a letter or digit)", spec.id_line, spec.id_col)
                     continue
-                add(ex.case(spec, case_id, values, origin, archive=slug), spec, origin)
+                add(spec, case_id, values, origin, archive=slug)
 
     cases.sort(key=lambda c: c.id)
+    settled_ids.sort()
     findings = tuple(sorted(ex.findings, key=lambda f: (f.line or 0, f.col or 0)))
     if findings and not collect:
         raise ManifestError(findings)
-    return Expansion(tuple(cases), tuple(pending), findings)
+    return Expansion(tuple(cases), tuple(pending), findings, tuple(settled_ids))
 
 
 def _glob_matches(ex: _Expander, spec: CaseSpec) -> Iterable[tuple[str, dict[str, str]]]:

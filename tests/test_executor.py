@@ -117,6 +117,35 @@ def test_value_cases_submitted_once_and_rerun_sends_nothing_mutating(world: Worl
     assert world.jobs() == 40
 
 
+def test_a_locked_reapply_asks_for_the_algorithm_only(world: World) -> None:
+    """Nothing to send: no status refresh, no preflight of the locked cases (expansion
+    hands them back as settled ids), one GET in all."""
+    manifest = world.manifest(value_manifest(5))
+    world.apply(manifest)
+    seq = world.last_seq()
+    again = world.apply(manifest)
+    assert again.counts()["unchanged"] == 5 and again.exit_code == 0
+    sent = [(r["method"], r["path"]) for r in world.requests(seq)]
+    assert sent == [("GET", "/api/v1/algorithms/")]
+    # a new case: statuses are refreshed then (earlier jobs may still hold slots)
+    manifest.write_text(value_manifest(6))
+    seq = world.last_seq()
+    assert world.apply(manifest).counts()["submitted"] == 1
+    paths = [r["path"] for r in world.requests(seq) if r["method"] == "GET"]
+    assert "/api/v1/algorithms/jobs/" in paths
+
+
+def test_a_new_case_duplicating_a_locked_one_is_stopped_by_preflight(world: World) -> None:
+    manifest = world.manifest(value_manifest(3))
+    world.apply(manifest)
+    seq = world.last_seq()
+    manifest.write_text(value_manifest(3) + "  - id: twin\n    inputs:\n      age: {value: 1}\n")
+    with pytest.raises(PreflightError, match="case twin: has exactly the same inputs as "
+                                             "case p0001"):
+        world.apply(manifest)
+    assert mutating(world.requests(seq)) == []
+
+
 def test_uploaded_images_get_findable_names(world: World) -> None:
     manifest = world.manifest(image_manifest(world, 3))
     summary = world.apply(manifest)

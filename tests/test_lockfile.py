@@ -1,14 +1,18 @@
 """Lockfile: deterministic bytes, atomic save, refusal of foreign lockfiles, the journal
-(append, replay, torn tails, in-doubt intents, checkpoints) and the OS lock."""
+(append, replay, torn tails, in-doubt intents, checkpoints), the OS lock, and format 2
+(what it leaves out, its fast reader and writer) beside format 1."""
 
 from __future__ import annotations
 
 import json
 import multiprocessing
 import os
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from gcbatch import lockfile as lf
 from gcbatch.errors import LockfileError, LockHeldError
@@ -42,7 +46,7 @@ def test_roundtrip_and_deterministic_bytes(tmp_path: Path) -> None:
     lf.save(path, one)
     text = path.read_text()
     assert text.endswith("}\n") and text.index('"a"') < text.index('"b"')
-    assert json.loads(text)["format_version"] == 1
+    assert json.loads(text)["format_version"] == 2
     loaded = lf.load(path)
     assert loaded is not None and loaded.dumps() == text
     assert loaded.cases["a"].pending is not None
@@ -58,11 +62,18 @@ def test_missing_lockfile_is_none(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("text", "needle"),
     [
-        ('{"format_version": 2, "server": "x", "algorithm": {"slug": "a"}}',
-         "format_version is 2"),
+        ('{"format_version": 3, "server": "x", "algorithm": {"slug": "a"}}',
+         "format_version is 3, but this gcbatch reads format_version 1 or 2"),
+        ('{"server": "x", "algorithm": {"slug": "a"}}', "format_version is None"),
+        ('{"format_version": true, "server": "x", "algorithm": {"slug": "a"}}',
+         "format_version is True"),  # (True == 1 in Python: not a version)
+        ('{"format_version": 2.0, "server": "x", "algorithm": {"slug": "a"}}',
+         "format_version is 2.0"),
         ("{not json", "not valid JSON"),
         ("[]", "not a gcbatch lockfile"),
         ('{"format_version": 1, "server": "x", "algorithm": {"slug": "a"}, "cases": []}',
+         "malformed cases"),
+        ('{"format_version": 2, "server": "x", "algorithm": {"slug": "a"}, "cases": []}',
          "malformed cases"),
     ],
 )
@@ -313,3 +324,196 @@ def test_checkpoint_interval_scales_with_the_lockfile(tmp_path: Path) -> None:
         saved = lf.load(path, replay_journal=False)
         assert saved is not None and saved.cases["c049"].job is not None
         assert saved.cases["c049"].job.status == "Started"
+
+
+# --------------------------------------------------------------------------- format 2
+
+
+def varied() -> lf.Lockfile:
+    """A lockfile with one of everything a case entry can hold."""
+    usual = job("j-usual", "sha256:u")
+    ct = {"ct-image": "sha256:aa"}
+    payload = {"inputs": [{"socket": "ct-image", "n": 1.5}, None, True]}
+    odd_inputs = {"sköl": "wert\t\u2603", "\u00e9": "\\\\"}
+    return lf.Lockfile(SERVER, ALG, {
+        "usual": lf.CaseEntry("sha256:u", dict(usual.inputs), usual),
+        "no-inputs": lf.CaseEntry("sha256:e", {}, replace(job("j-e", "sha256:e"), inputs={})),
+        "never-submitted": lf.CaseEntry(),
+        "other-fingerprint": lf.CaseEntry("sha256:new", ct, job("j-of", "sha256:old")),
+        "other-inputs": lf.CaseEntry("sha256:1", {"ct-image": "sha256:bb"}, job("j-oi")),
+        "job-without-inputs": lf.CaseEntry("sha256:1", ct, replace(job("j-wi"), inputs={})),
+        "resubmitted": lf.CaseEntry("sha256:1", ct, job("j2", status="Started"),
+                                    (job("j1", "sha256:0", "Failed"),)),
+        "in-doubt": lf.CaseEntry("sha256:1", ct, job("j3"), (), lf.Intent(
+            "sha256:2", "2026-11-27T15:00:00Z", {"ct-image": "sha256:cc"}, ("p.mha",), payload)),
+        "päť-ü/ñ \"quoted\"\n": lf.CaseEntry("sha256:ü", odd_inputs, lf.JobRecord(
+            "pk-ë", "https://x/ë/", "Queued", "t", "sha256:ü", dict(odd_inputs))),
+    })
+
+
+def v1_text(lock: lf.Lockfile) -> str:
+    """What gcbatch wrote before format 2: every field of every entry, jobs in full."""
+    return json.dumps({
+        "format_version": 1, "server": lock.server, "algorithm": lock.algorithm.as_json(),
+        "cases": {cid: {"fingerprint": e.fingerprint, "inputs": dict(e.inputs),
+                        "job": e.job.as_json() if e.job else None,
+                        "history": [h.as_json() for h in e.history],
+                        "pending": e.pending.as_json() if e.pending else None}
+                  for cid, e in lock.cases.items()},
+    }, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+
+
+def test_format_1_reads_to_the_same_lockfile_and_is_written_as_2() -> None:
+    lock = varied()
+    old = lf.parse(v1_text(lock))
+    assert old == lock and old.dumps() == lock.dumps()
+    assert json.loads(old.dumps())["format_version"] == 2
+    # format 1 has no omissions: a job without "inputs" got none, one without a
+    # fingerprint is malformed (in format 2 both would be the entry's)
+    data = json.loads(v1_text(lock))
+    del data["cases"]["usual"]["job"]["inputs"]
+    assert lf.parse(json.dumps(data)).cases["usual"].job.inputs == {}  # type: ignore[union-attr]
+    del data["cases"]["usual"]["job"]["fingerprint"]
+    with pytest.raises(LockfileError, match="job record field 'fingerprint'"):
+        lf.parse(json.dumps(data))
+
+
+def test_format_2_round_trip() -> None:
+    lock = varied()
+    text = lock.dumps()
+    again = lf.parse(text)
+    assert again == lock and again.dumps() == text
+    assert list(again.cases) == sorted(lock.cases)  # the file's order
+    for cid, entry in again.cases.items():
+        assert entry.job is None or hash(entry.job) == hash(lock.cases[cid].job)
+    usual = again.cases["usual"]
+    assert usual.job is not None and usual.job.inputs is usual.inputs  # shared, read-only
+    differs = again.cases["other-fingerprint"]
+    assert differs.job is not None and differs.job.fingerprint == "sha256:old"
+    assert differs.fingerprint == "sha256:new"
+
+
+def test_omissions_exactly_when_equal_or_default() -> None:
+    cases = json.loads(varied().dumps())["cases"]
+    jobs = {cid: set(e["job"]) for cid, e in cases.items() if e["job"] is not None}
+    short = {"api_url", "pk", "status", "submitted_at"}
+    assert jobs["usual"] == jobs["no-inputs"] == jobs["resubmitted"] == jobs["in-doubt"] == short
+    assert jobs["päť-ü/ñ \"quoted\"\n"] == short
+    assert jobs["other-fingerprint"] == short | {"fingerprint"}
+    assert jobs["other-inputs"] == jobs["job-without-inputs"] == short | {"inputs"}
+    assert cases["job-without-inputs"]["job"]["inputs"] == {}
+    assert cases["never-submitted"] == {"fingerprint": "", "inputs": {}, "job": None}
+    assert {cid for cid, e in cases.items() if "history" in e} == {"resubmitted"}
+    assert {cid for cid, e in cases.items() if "pending" in e} == {"in-doubt"}
+    assert set(cases["resubmitted"]["history"][0]) == short | {"fingerprint", "inputs"}
+
+
+def test_dumps_is_the_generic_indented_json() -> None:
+    """The per-case writer gives exactly ``indented_json(as_json())``, odd values too."""
+    lock = varied()
+    assert lock.dumps() == lf.indented_json(lock.as_json()) + "\n"
+    odd_input = lf.CaseEntry("sha256:1", {"n": 1}, None)  # type: ignore[dict-item]
+    odd_job = lf.JobRecord("p", "u", None, "t", "sha256:1", {})  # type: ignore[arg-type]
+    odd = lock.with_case("odd-input", odd_input).with_case(
+        "odd-status", lf.CaseEntry("sha256:1", {}, odd_job))
+    assert odd.dumps() == lf.indented_json(odd.as_json()) + "\n"
+    assert '"n": 1\n' in odd.dumps() and '"status": null' in odd.dumps()
+    empty = lf.Lockfile("https://ü.example/", lf.AlgorithmRef("a"))
+    assert empty.dumps() == lf.indented_json(empty.as_json()) + "\n"
+    int_ids = lf.Lockfile(SERVER, ALG, {1: lf.CaseEntry()})  # type: ignore[dict-item]
+    assert int_ids.dumps() == lf.indented_json(int_ids.as_json()) + "\n"
+
+
+def test_journal_events_keep_full_job_records(tmp_path: Path) -> None:
+    path = tmp_path / "study.lock"
+    with lf.LockfileStore.open(path, server=SERVER, algorithm=ALG) as st:
+        st.submitted("c1", job("j1"))
+        events, _ = lf.read_journal(lf.journal_path_for(path))
+        assert events[-1]["job"] == job("j1").as_json()
+    entry = json.loads(path.read_text())["cases"]["c1"]
+    assert "fingerprint" not in entry["job"] and "inputs" not in entry["job"]
+
+
+def _v2_with(case: object) -> str:
+    return json.dumps({"format_version": 2, "server": "x", "algorithm": {"slug": "a"},
+                       "cases": {"ok": {"fingerprint": "f", "inputs": {}, "job": None},
+                                 "c": case}})
+
+
+_JOB = {"api_url": "u", "pk": "p", "status": "Queued", "submitted_at": "t"}
+
+
+@pytest.mark.parametrize(
+    ("case", "needle"),
+    [
+        ([], "malformed case entry"),
+        ("entry", "malformed case entry"),
+        ({"fingerprint": "f", "inputs": ["x"], "job": _JOB}, "malformed case entry fields"),
+        ({"fingerprint": "f", "inputs": {}, "job": _JOB, "history": {"x": 1}},
+         "malformed case entry fields"),
+        ({"fingerprint": "f", "inputs": {}, "job": ["a", "b", "c", "d"]},
+         "malformed job record"),
+        ({"fingerprint": "f", "inputs": {}, "job": "abcd"}, "malformed job record"),
+        ({"fingerprint": "f", "inputs": {}, "job": {**_JOB, "pk": None}},
+         "malformed job record field 'pk'"),
+        ({"fingerprint": "f", "inputs": {}, "job": {"api_url": "u", "status": "s", "x": 1,
+                                                    "submitted_at": "t"}},
+         "malformed job record field 'pk'"),
+        ({"fingerprint": "f", "inputs": {}, "job": {**_JOB, "fingerprint": None}},
+         "malformed job record field 'fingerprint'"),
+        ({"fingerprint": "f", "inputs": {}, "job": {**_JOB, "inputs": ["x"]}},
+         "malformed job record inputs"),
+        ({"fingerprint": "f", "inputs": {}, "job": _JOB, "history": [_JOB]},
+         "malformed job record field 'fingerprint'"),  # history records are in full
+        ({"fingerprint": "f", "inputs": {}, "history": [_JOB]},
+         "malformed job record field 'fingerprint'"),
+        ({"fingerprint": "f", "inputs": {}, "job": _JOB, "pending": {"started_at": "t"}},
+         "malformed intent"),
+    ],
+)
+def test_malformed_format_2_entries_are_refused(tmp_path: Path, case: object, needle: str) -> None:
+    path = tmp_path / "s.lock"
+    path.write_text(_v2_with(case))
+    with pytest.raises(LockfileError) as info:
+        lf.load(path)
+    assert str(path) in str(info.value) and needle in str(info.value)
+
+
+def test_format_2_lenient_values_as_before() -> None:
+    """What format 1 turned into strings, format 2 does too (usual shape or not)."""
+    text = _v2_with({"fingerprint": 7, "inputs": {"x": 1}, "job": {**_JOB, "status": None}})
+    entry = lf.parse(text).cases["c"]
+    assert entry.fingerprint == "7" and entry.inputs == {"x": "1"}
+    assert entry.job is not None and entry.job.status == "" and entry.job.fingerprint == "7"
+    assert entry.job.inputs == {"x": "1"}
+    assert lf.parse(_v2_with({"fingerprint": "f", "inputs": {}, "job": {}})).cases["c"].job is None
+
+
+_TEXT = st.text(max_size=6)
+_INPUTS = st.dictionaries(_TEXT, _TEXT, max_size=3)
+
+
+@st.composite
+def _entries(draw: st.DrawFn) -> lf.CaseEntry:
+    fingerprint, inputs = draw(_TEXT), draw(_INPUTS)
+    job = None
+    if draw(st.booleans()):
+        job = lf.JobRecord(draw(_TEXT), draw(_TEXT), draw(_TEXT), draw(_TEXT),
+                           draw(st.sampled_from([fingerprint, "sha256:other"])),
+                           draw(st.sampled_from([inputs, dict(inputs), {}, {"x": "y"}])))
+    history = tuple(lf.JobRecord(pk, "u", "Failed", "t", draw(_TEXT), draw(_INPUTS))
+                    for pk in draw(st.lists(_TEXT, max_size=2)))
+    pending = None
+    if draw(st.booleans()):
+        pending = lf.Intent(draw(_TEXT), "t", draw(_INPUTS), ("a.mha",),
+                            draw(st.one_of(st.none(), st.lists(st.integers(), max_size=2))))
+    return lf.CaseEntry(fingerprint, inputs, job, history, pending)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.dictionaries(_TEXT, _entries(), max_size=4))
+def test_dumps_and_parse_agree_with_the_generic_form(cases: dict[str, lf.CaseEntry]) -> None:
+    lock = lf.Lockfile(SERVER, ALG, cases)
+    text = lock.dumps()
+    assert text == lf.indented_json(lock.as_json()) + "\n"
+    assert lf.parse(text) == lock and lf.parse(v1_text(lock)) == lock

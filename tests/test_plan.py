@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from gcbatch.lockfile import AlgorithmRef, CaseEntry, Intent, JobRecord, Lockfile
-from gcbatch.plan import ServerView, changed_sockets, make_plan
+from gcbatch.plan import ServerView, changed_sockets, make_plan, settled_fingerprints
 from gcbatch.sources import Case, PendingGenerator, Source
 
 ALG = AlgorithmRef("lung-nodule-detector")
@@ -111,8 +111,13 @@ SERVER_TABLE = [
      "unchanged"),  # the server's word beats the lockfile's last seen status
     (None, ServerView(interfaces=(frozenset({"ct-image"}),)), False, "blocked"),
     (None, ServerView(interfaces=(frozenset({"ct-image", "lung-volume"}),)), False, "submit"),
+    (entry(ct_image="OLD", lung_volume="1"),
+     ServerView(blocked={"c1": "lung-volume: JSON does not fulfill schema"}), False, "blocked"),
+    # a job that exists is not blocked by what the server says about its inputs now:
+    # apply sends nothing for it
     (entry(C1), ServerView(blocked={"c1": "lung-volume: JSON does not fulfill schema"}),
-     False, "blocked"),
+     False, "unchanged"),
+    (entry(C1), ServerView(interfaces=(frozenset({"ct-image"}),)), False, "unchanged"),
     (entry(C1, pending=True), ServerView(), False, "in_doubt"),
 ]
 
@@ -146,3 +151,29 @@ def test_json_shape() -> None:
                                 "reason": "new case", "changed": [], "job": None,
                                 "status": None, "fingerprint": C1.fingerprint}]
     assert data["summary"]["submit"] == 1
+
+
+@pytest.mark.parametrize("retry", [False, True])
+def test_settled_cases_are_the_ones_the_full_plan_calls_unchanged(retry: bool) -> None:
+    """settled_fingerprints lists exactly the entries make_plan would keep as they are, and
+    a settled id becomes the same `unchanged` action as its full Case would."""
+    entries = {
+        "ok": entry(C1),
+        "failed": entry(C1, status="Failed", pk="job-2"),
+        "doubt": entry(C1, pending=True),
+        "rejected": CaseEntry(),
+        "first-doubt": CaseEntry(pending=Intent("fp:x", "t")),
+    }
+    lockfile = Lockfile("https://x/api/v1/", ALG, entries)
+    settled = settled_fingerprints(lockfile, retry_failed=retry)
+    full = make_plan([Case(cid, C1.inputs, C1.fingerprint) for cid in entries], lockfile,
+                     retry_failed=retry)
+    expected = {a.case_id for a in full.actions if a.kind == "unchanged"}
+    assert set(settled) == expected == ({"ok"} if retry else {"ok", "failed"})
+    assert all(fp == C1.fingerprint for fp in settled.values())
+    quick = make_plan([], lockfile, settled=sorted(settled), retry_failed=retry)
+    assert [a for a in quick.actions if a.kind == "unchanged"] == \
+        [a for a in full.actions if a.kind == "unchanged"]
+    # the others are orphans there (not in the cases): what apply never gets, because
+    # expansion builds every case it does not settle
+    assert settled_fingerprints(None) == {}

@@ -14,6 +14,7 @@ from gcbatch.preflight import (
     check_algorithm,
     check_cases,
     check_json_files,
+    duplicate_values,
     is_json_file_socket,
     run_preflight,
     value_only_key,
@@ -195,3 +196,34 @@ def test_online_view_and_blocked_cases_against_the_sandbox(tmp_path: Path) -> No
         client.close()
     finally:
         app.close()
+
+
+def test_a_case_to_send_duplicating_a_locked_case_is_reported() -> None:
+    """apply checks only the cases it sends; a settled case (no Case built) still counts
+    for the duplicate-values check, through its lockfile digests."""
+    from gcbatch.lockfile import CaseEntry, JobRecord
+
+    def digested(cid: str, age: int) -> Case:
+        inputs = (Source("age", "value", value=age, digest=f"sha256:age{age}"),
+                  Source("lung-volume", "value", value=1, digest="sha256:vol1"))
+        return Case(cid, inputs, "f")
+
+    def locked(age: int) -> CaseEntry:
+        inputs = {"age": f"sha256:age{age}", "lung-volume": "sha256:vol1"}
+        return CaseEntry("f", inputs, JobRecord("j", "u", "Succeeded", "t", "f", inputs))
+
+    new = digested("new", 3)
+    problems = duplicate_values([new], locked={"old": locked(3), "other": locked(4)})
+    assert [(p.case, "same inputs as case old" in p.message) for p in problems] == \
+        [("new", True)]
+    # its own (changed) lockfile entry does not count; two locked cases are not reported
+    assert duplicate_values([new], locked={"new": locked(3)}) == []
+    assert duplicate_values([], locked={"a": locked(3), "b": locked(3)}) == []
+    # check_cases: per-case checks for `cases`, duplicates among `all_cases` and `locked`
+    twin = digested("twin", 3)
+    dups = [p.case for p in check_cases([twin], ALG, all_cases=[new, twin])
+            if "same inputs" in p.message]
+    assert dups == ["twin"]
+    dups = [p.case for p in check_cases([twin], ALG, locked={"old": locked(3)})
+            if "same inputs" in p.message]
+    assert dups == ["twin"]

@@ -35,7 +35,7 @@ from gcbatch.errors import EXIT_CHANGES, EXIT_OK
 from gcbatch.hashing import FileHasher, HashStats, default_cache_path
 from gcbatch.lockfile import Lockfile
 from gcbatch.manifest import Manifest, load_manifest
-from gcbatch.plan import Plan, ServerView, make_plan
+from gcbatch.plan import Plan, ServerView, make_plan, settled_fingerprints
 from gcbatch.report import dumps_json, render_plan, use_color
 from gcbatch.sources import ArchiveItemLike, Expansion, expand
 
@@ -68,20 +68,27 @@ def compute_plan(
     Raises ManifestError / LockfileError (exit 2) before anything else happens.
     """
     manifest = load_manifest(manifest_path)
-    hasher = FileHasher(default_cache_path(manifest.path) if hash_cache else None)
-    expansion = expand(manifest, archive_items, hasher)
-    hasher.save()
     path = lockfile_path or lockfile_mod.lockfile_path_for(manifest.path)
     lockfile = lockfile_mod.load(path, server=server, algorithm=manifest.algorithm)
+    hasher = FileHasher(default_cache_path(manifest.path) if hash_cache else None)
+    # cases still locked as they are come back as ids only (see expand's `settled`)
+    settled = settled_fingerprints(
+        lockfile, retry_failed=retry_failed,
+        job_status=server_view.job_status if server_view is not None else None)
+    expansion = expand(manifest, archive_items, hasher, settled=settled)
+    hasher.save()
     cases = expansion.cases
+    settled_ids: Sequence[str] = expansion.settled
     if targeting is not None and not targeting.everything:
-        targeting.check_known(c.id for c in cases)
+        targeting.check_known(expansion.case_ids)
         cases = tuple(c for c in cases if targeting.matches(c.id))
+        settled_ids = [cid for cid in settled_ids if targeting.matches(cid)]
         if lockfile is not None:
             lockfile = replace(lockfile, cases={k: v for k, v in lockfile.cases.items()
                                                 if targeting.matches(k)})
     plan = make_plan(cases, lockfile, server_view, algorithm=manifest.algorithm,
-                     needs_server=expansion.needs_server, retry_failed=retry_failed)
+                     needs_server=expansion.needs_server, retry_failed=retry_failed,
+                     settled=settled_ids)
     return PlanResult(plan, manifest, expansion, path, lockfile, hasher.stats)
 
 
@@ -162,12 +169,14 @@ def online_plan(
         result = compute_plan(manifest_path, lockfile_path=lock_path, server=session.server,
                               server_view=server_view, archive_items=view.archive_items,
                               targeting=targeting)
+        # settled cases (unchanged, so never blocked) have no Case to check
         cases = [c for c in result.expansion.cases if targeting.matches(c.id)]
         blocked = blocked_cases(cases, view, client=session.client)
         if blocked:
+            settled = [cid for cid in result.expansion.settled if targeting.matches(cid)]
             new_plan = make_plan(cases, result.lockfile, replace(server_view, blocked=blocked),
                                  algorithm=loaded.algorithm,
-                                 needs_server=result.expansion.needs_server)
+                                 needs_server=result.expansion.needs_server, settled=settled)
             result = replace(result, plan=new_plan)
         server = session.server
     counts = result.plan.count()

@@ -125,10 +125,12 @@ def test_changed_default_value_names_its_socket(study: Path,
 def test_in_doubt_case(study: Path, capsys: pytest.CaptureFixture[str]) -> None:
     record_all(study)
     result = compute_plan(study)
-    case = result.expansion.cases[0]
+    # every case is locked as it is: expansion hands them back as settled ids
+    assert not result.expansion.cases
+    case_id = result.expansion.settled[0]
     store = lf.LockfileStore.open(lf.lockfile_path_for(study), server=SERVER,
                                   algorithm=lf.AlgorithmRef("lung-nodule-detector"))
-    store.intent(case.id, "sha256:other", inputs={})
+    store.intent(case_id, "sha256:other", inputs={})
     store._oslock.release()  # "crash": the journal holds an intent with no outcome
     code, out, _ = run(["plan", str(study), "--detailed-exitcode"], capsys)
     assert code == 3
