@@ -23,6 +23,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from operator import attrgetter
 from typing import Any
 
 from gcbatch.lockfile import CaseEntry, Lockfile
@@ -199,13 +200,16 @@ def _unchanged(case_id: str, entry: CaseEntry, view: ServerView | None) -> Actio
     job = entry.job
     assert job is not None  # settled_fingerprints only lists entries with a job
     status = job.status
-    if view is not None and job.pk in view.job_status:
+    if view is not None and view.job_status and job.pk in view.job_status:
         status = view.job_status[job.pk]
     # (built directly: a re-apply of a locked study makes one per case, 100,000 of them)
     return frozen_instance(Action, {
         "kind": "unchanged", "case_id": case_id,
         "reason": f"job {_short(job.pk)}, {status or 'status unknown'}",
         "changed": (), "job_pk": job.pk, "status": status, "fingerprint": entry.fingerprint})
+
+
+_BY_CASE = attrgetter("case_id")
 
 
 def make_plan(
@@ -229,12 +233,11 @@ def make_plan(
     for case in cases:
         seen.add(case.id)
         actions.append(_for_case(case, entries.get(case.id), server_view, retry_failed))
-    for case_id in settled:
-        seen.add(case_id)
-        actions.append(_unchanged(case_id, entries[case_id], server_view))
-    for case_id, entry in entries.items():
-        if case_id in seen:
-            continue
+    settled = list(settled)
+    seen.update(settled)
+    actions += [_unchanged(case_id, entries[case_id], server_view) for case_id in settled]
+    for case_id in entries.keys() - seen:
+        entry = entries[case_id]
         reason = "in the lockfile, no longer in the manifest"
         if needs_server:
             # an archive generator not expanded offline may still make this case
@@ -246,7 +249,7 @@ def make_plan(
             "orphan", case_id, reason,
             job_pk=entry.job.pk if entry.job else None,
             status=entry.job.status if entry.job else None))
-    actions.sort(key=lambda a: a.case_id)
+    actions.sort(key=_BY_CASE)
     for gen in needs_server:
         actions.append(Action("needs_server", f"cases[{gen.index}]",
                               f"one case per item of archive {gen.archive!r}, "
