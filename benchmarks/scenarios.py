@@ -810,7 +810,8 @@ def scenario_5(bench: Bench) -> ScenarioResult:
             fold(
                 "gcbatch, 1st re-apply",
                 [first],
-                note="the first re-apply also learns that the submitted jobs have ended",
+                note="the first re-apply after the submitting one (it has nothing to send, "
+                "so it does not ask for job statuses either)",
             )
         )
         runs: list[SideRun] = []

@@ -322,6 +322,29 @@ def test_create_job_201_sends_body_and_fills_api_url() -> None:
     assert json.loads(req.content) == {"algorithm": f"{BASE}algorithms/{ALG_PK}/", "inputs": inputs}
 
 
+def test_create_job_sends_what_the_client_would_and_follows_no_redirect() -> None:
+    """The job POST goes straight through the transport (see ``_post_direct``): it must
+    still carry the token, our default headers and timeouts, and never follow a redirect
+    or keep a cookie."""
+    client, rec, _ = make(lambda r: reply("075-"))
+    client.create_job(f"{BASE}algorithms/{ALG_PK}/", [])
+    (req,) = rec.requests
+    assert req.headers["authorization"] == f"Bearer {SECRET}"
+    assert req.headers["accept"] == "application/json"
+    assert req.headers["user-agent"].startswith("gcbatch/")
+    assert req.headers["content-type"] == "application/json"
+    assert req.extensions["timeout"]["read"] == 60.0
+    anonymous, rec, _ = make(lambda r: reply("075-"), token=None)
+    anonymous.create_job(f"{BASE}algorithms/{ALG_PK}/", [])
+    assert rec.auth_headers() == [None]
+
+    moved, rec, _ = make(lambda r: httpx.Response(
+        302, headers={"Location": "https://elsewhere.example/x", "Set-Cookie": "s=1"}))
+    with pytest.raises(InDoubtError, match="HTTP 302"):
+        moved.create_job(f"{BASE}algorithms/{ALG_PK}/", [])
+    assert len(rec.requests) == 1 and not moved._http.cookies
+
+
 @pytest.mark.parametrize("status", [500, 502, 503, 504])
 def test_create_job_5xx_is_in_doubt_and_not_retried(status: int) -> None:
     client, rec, sleeps = make(lambda r: httpx.Response(status, headers={"Retry-After": "1"}))
