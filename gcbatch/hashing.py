@@ -91,52 +91,31 @@ class FileHasher:
     def cached_json(self, path: str) -> tuple[Any, str] | None:
         """``(value, digest)`` of a JSON file unchanged (size, mtime) since it was cached,
         else None (and the caller reads it). Saves opening 100,000 value files per run."""
-        cached = self._json.get(path)
+        cached = _fresh(self._json, path)
         if cached is None:
             return None
+        text = cached[2]
         try:
-            st = os.stat(path)
-        except OSError:
+            value = _SCALARS[text] if text in _SCALARS else json.loads(text)
+        except (TypeError, ValueError):
             return None
-        if cached[0] == st.st_size and cached[1] == st.st_mtime_ns:
-            text = cached[2]
-            try:
-                value = _SCALARS[text] if text in _SCALARS else json.loads(text)
-            except (TypeError, ValueError):
-                return None
-            return value, str(cached[3])
-        return None
+        return value, str(cached[3])
 
     def cached_json_digest(self, path: str) -> str | None:
         """The digest :meth:`cached_json` would give, without parsing the value: what a
         case already locked needs (its fingerprint), 100,000 times per re-apply."""
-        cached = self._json.get(path)
-        if cached is None:
-            return None
-        try:
-            st = os.stat(path)
-        except OSError:
-            return None
-        if cached[0] == st.st_size and cached[1] == st.st_mtime_ns:
-            return str(cached[3])
-        return None
+        cached = _fresh(self._json, path)
+        return None if cached is None else str(cached[3])
 
     def cached_digest(self, path: str) -> str | None:
         """The digest :meth:`digest` would give from its cache alone (a regular file
         unchanged since it was hashed), else None: never reads the file."""
-        cached = self._cache.get(path)
+        cached = _fresh(self._cache, path, regular=True)
         if cached is None:
             return None
-        try:
-            st = os.stat(path)
-        except OSError:
-            return None
-        if (cached[0] == st.st_size and cached[1] == st.st_mtime_ns
-                and stat.S_ISREG(st.st_mode)):
-            with self._lock:
-                self.stats.hits += 1
-            return str(cached[2])
-        return None
+        with self._lock:
+            self.stats.hits += 1
+        return str(cached[2])
 
     def remember_json(self, path: str, st: os.stat_result, value: Any, digest: str) -> None:
         """Cache a JSON file's value and digest, read after ``st`` was taken; not a file
@@ -184,6 +163,24 @@ class FileHasher:
         with contextlib.suppress(OSError):  # a read-only checkout still works, only slower
             self.cache_path.parent.mkdir(parents=True, exist_ok=True)
             atomic_write_text(self.cache_path, text)
+
+
+def _fresh(table: dict[str, list[Any]], path: str, *, regular: bool = False
+           ) -> list[Any] | None:
+    """``table[path]`` (``[size, mtime_ns, ...]``) when the file still has that size and
+    mtime (and is a regular file, with ``regular``), else None."""
+    cached = table.get(path)
+    if cached is None:
+        return None
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    if cached[0] != st.st_size or cached[1] != st.st_mtime_ns:
+        return None
+    if regular and not stat.S_ISREG(st.st_mode):
+        return None
+    return cached
 
 
 def _read_cache(path: Path) -> tuple[dict[str, list[Any]], dict[str, list[Any]]]:
