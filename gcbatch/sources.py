@@ -453,12 +453,13 @@ class _Expander:
         spec, the function that digests it per case). Made once per case spec."""
         recipe: list[tuple[str, str | None, SourceSpec, Any]] = []
         for src in self.effective(spec):
-            quick = self._QUICK.get(src.kind, _Expander._quick_none)
             if self.is_static(src):
                 made = self.source(src, values, archive)  # made once per run, then shared
+                # (None: a finding, which only the full expansion reports)
                 recipe.append((src.socket, None if made is None else made.digest, src,
-                               _Expander._quick_none))
+                               self._quick_none))
             else:
+                quick = self._QUICK.get(src.kind, _Expander._quick_none)
                 recipe.append((src.socket, None, src, quick.__get__(self)))
         return recipe
 
@@ -496,8 +497,12 @@ class _Expander:
                      archive: str | None) -> str | None:
         return _image_digest(_fill(spec.args[0], values))
 
-    _QUICK: ClassVar[dict[str, Any]] = {"json": _quick_json, "file": _quick_file, "archive_item": _quick_archive_item,
-                                         "image": _quick_image}
+    #: how a source with placeholders is digested from caches alone, by kind (``files``:
+    #: never, it has globs to run)
+    _QUICK: ClassVar[dict[str, Any]] = {
+        "json": _quick_json, "file": _quick_file, "archive_item": _quick_archive_item,
+        "image": _quick_image,
+    }
 
     # --- cases -------------------------------------------------------------------
 

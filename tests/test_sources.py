@@ -369,3 +369,22 @@ def test_split_name_is_splitext_unless_compressed(name: str) -> None:
     assert stem + ext == name
     if not name.lower().endswith((".gz", ".bz2", ".xz", ".zst")):
         assert (stem, ext) == os.path.splitext(name)
+
+
+def test_a_settled_case_whose_default_has_a_finding_is_reported_not_settled(
+        tmp_path: Path) -> None:
+    write(tmp_path / "values/v1.json", "1")
+    write(tmp_path / "meta.json", "2")
+    path = manifest(tmp_path, """\
+        defaults:
+          age: {json: meta.json}
+        cases:
+          - foreach: {glob: "values/*.json"}
+            id: "v-{stem}"
+            inputs: {lung-volume: {json: "{path}"}}
+        """)
+    hasher = FileHasher(tmp_path / "cache.json")
+    full = _full(path, hasher)
+    (tmp_path / "meta.json").unlink()
+    with pytest.raises(ManifestError, match=r"meta\.json: no such file"):
+        expand(load_manifest(path), hasher=hasher, settled=full)
