@@ -185,14 +185,11 @@ def settled_fingerprints(lockfile: Lockfile | None, *, retry_failed: bool = Fals
     :func:`gcbatch.sources.expand` takes as ``settled``."""
     if lockfile is None:
         return {}
-    if not retry_failed:
-        return {cid: e.fingerprint for cid, e in lockfile.cases.items()
-                if e.job is not None and e.pending is None and e.fingerprint}
     now = job_status or {}
     return {
         cid: e.fingerprint for cid, e in lockfile.cases.items()
         if e.job is not None and e.pending is None and e.fingerprint
-        and now.get(e.job.pk, e.job.status) not in FAILED_STATUSES
+        and not (retry_failed and now.get(e.job.pk, e.job.status) in FAILED_STATUSES)
     }
 
 

@@ -4,8 +4,9 @@ The server checks a job's inputs only when the job is POSTed, and some problems 
 only later, asynchronously (bad upload contents end the job ``Cancelled``, after the
 upload was spent; a JSON-file socket given bytes that are not JSON leaves the job in
 "Validating inputs" *forever*, holding one of the user's active-job slots). So before the
-first upload, ``apply`` (and ``plan``) check every case against what the API shows about
-the algorithm, and report *every* problem at once, each naming its case and socket:
+first upload, ``apply`` checks every case it is about to send (and ``plan`` every case
+that is not unchanged: a locked job is never blocked) against what the API shows about
+the algorithm, and reports *every* problem at once, each naming its case and socket:
 
 1. The algorithm exists, is visible to the user and has at least one interface. (Whether
    its container image is ready the API does not show; the server's "Algorithm image is
