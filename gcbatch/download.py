@@ -48,6 +48,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any, Protocol
 from urllib.parse import unquote, urlsplit
 
+from gcbatch import files
 from gcbatch.errors import GcbatchError
 from gcbatch.models import Image, Job, SocketValue
 
@@ -341,15 +342,6 @@ class DownloadState:
 # --------------------------------------------------------------------------- file writing
 
 
-def _fsync_dir(directory: Path) -> None:
-    with contextlib.suppress(OSError):
-        fd = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
 def part_path(target: Path) -> Path:
     """Where ``target`` is written before the rename (same folder: rename is atomic)."""
     return target.with_name(f".{target.name}{PART_SUFFIX}")
@@ -363,20 +355,7 @@ def atomic_write_bytes(target: Path, data: bytes, *, durable: bool = True) -> No
     that loses one heals on the next ``download``, and 10,000 fsyncs would cost minutes.
     """
     target.parent.mkdir(parents=True, exist_ok=True)
-    part = part_path(target)
-    try:
-        with open(part, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            if durable:
-                os.fsync(fh.fileno())
-        os.replace(part, target)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(part)
-        raise
-    if durable:
-        _fsync_dir(target.parent)
+    files.atomic_write_bytes(target, data, part=part_path(target), durable=durable)
 
 
 def size_and_sha256(path: Path) -> tuple[int, str]:

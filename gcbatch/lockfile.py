@@ -45,7 +45,6 @@ import contextlib
 import json
 import os
 import socket
-import tempfile
 import threading
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
@@ -55,6 +54,7 @@ from types import TracebackType
 from typing import IO, Any
 
 from gcbatch.errors import LockfileError, LockHeldError
+from gcbatch.files import atomic_write_bytes
 from gcbatch.perf import frozen_instance, gc_paused
 
 #: The lockfile format this gcbatch writes, and those it reads.
@@ -621,30 +621,10 @@ def _load(
     return lockfile, as_on_disk
 
 
-def _fsync_dir(directory: Path) -> None:
-    with contextlib.suppress(OSError):  # not every filesystem lets us open a directory
-        fd = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
 def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` so a reader sees the old or the new file, never half."""
-    directory = path.parent
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    _fsync_dir(directory)
+    """Write ``text`` to ``path`` so a reader sees the old or the new file, never half
+    (durably, through a unique part file only its owner may read)."""
+    atomic_write_bytes(path, text.encode("utf-8"))
 
 
 def save(path: Path, lockfile: Lockfile) -> None:
