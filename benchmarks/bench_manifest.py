@@ -247,20 +247,19 @@ def _child_main(kind: str, manifest: Path, extra: list[str]) -> int:
 def lock_study(manifest: Path) -> int:
     """Lock every case of ``manifest`` to a Succeeded job in ``study.sandbox.lock``."""
     from gcbatch import lockfile as lf
-    from gcbatch.hashing import FileHasher, default_cache_path
-    from gcbatch.manifest import load_manifest
-    from gcbatch.options import ConnectionOptions
-    from gcbatch.session import connect
+    from gcbatch.hashing import FileHasher
+    from gcbatch.operations.session import connect
+    from gcbatch.operations.study import ConnectionOptions, open_study
     from gcbatch.sources import expand
 
-    m = load_manifest(manifest)
-    hasher = FileHasher(default_cache_path(manifest))
-    exp = expand(m, hasher=hasher)
+    connection = ConnectionOptions(sandbox=True)
+    study = open_study(manifest, connection)
+    hasher = FileHasher(study.hash_cache)
+    exp = expand(study.manifest, hasher=hasher)
     hasher.save()
-    with connect(ConnectionOptions(sandbox=True), manifest) as session:
-        algorithm = session.client.get_algorithm(m.algorithm)
-        server = session.server
-        path = session.lockfile
+    with connect(study, connection) as session:
+        algorithm = session.client.get_algorithm(study.algorithm)
+    server, path = study.server, study.lockfile
     base = server + "algorithms/jobs/"
     cases = {}
     for i, case in enumerate(exp.cases):

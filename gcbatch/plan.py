@@ -1,7 +1,7 @@
 """What ``apply`` would do, case by case, with the reason: a pure function of values.
 
 :func:`make_plan` takes the expanded cases, the lockfile (or None) and optionally a
-:class:`ServerView` (what the server said: job statuses, the algorithm's interfaces, and
+:class:`ServerFacts` (what the server said: job statuses, the algorithm's interfaces, and
 anything the online preflight found), and returns a :class:`Plan`. No I/O: the CLI and the
 executor gather the inputs; tests drive it with tables.
 
@@ -23,30 +23,47 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from enum import Enum
 from operator import attrgetter
 from typing import Any
 
 from gcbatch.lockfile import CaseEntry, Lockfile
 from gcbatch.perf import frozen_instance
 from gcbatch.sources import Case, PendingGenerator
+from gcbatch.statuses import FAILED_STATUSES
 
-SYMBOLS = {
-    "submit": "+",
-    "resubmit": "~",
-    "unchanged": "=",
-    "orphan": "-",
-    "in_doubt": "?",
-    "blocked": "!",
-    "needs_server": "…",
-    "retry_failed": "↻",
+
+class ActionKind(str, Enum):
+    """What apply would do with one case (``str``: the value is ``plan --json``'s word)."""
+
+    SUBMIT = "submit"
+    RESUBMIT = "resubmit"
+    UNCHANGED = "unchanged"
+    ORPHAN = "orphan"
+    IN_DOUBT = "in_doubt"
+    BLOCKED = "blocked"
+    NEEDS_SERVER = "needs_server"
+    RETRY_FAILED = "retry_failed"
+
+
+SYMBOLS: Mapping[ActionKind, str] = {
+    ActionKind.SUBMIT: "+",
+    ActionKind.RESUBMIT: "~",
+    ActionKind.UNCHANGED: "=",
+    ActionKind.ORPHAN: "-",
+    ActionKind.IN_DOUBT: "?",
+    ActionKind.BLOCKED: "!",
+    ActionKind.NEEDS_SERVER: "…",
+    ActionKind.RETRY_FAILED: "↻",
 }
 #: Kinds after which the lockfile and the server agree with the manifest (nothing to do).
-QUIET_KINDS = frozenset({"unchanged", "orphan"})
-FAILED_STATUSES = frozenset({"Failed", "Cancelled"})
+QUIET_KINDS = frozenset({ActionKind.UNCHANGED, ActionKind.ORPHAN})
+#: Kinds after which apply sends something (``resubmit`` too, with ``--replace``).
+SENDING_KINDS = frozenset({ActionKind.SUBMIT, ActionKind.RETRY_FAILED, ActionKind.IN_DOUBT})
 
 
 @dataclass(frozen=True)
-class ServerView:
+class ServerFacts:
     """What the server said, for an online plan. Every field is optional knowledge.
 
     ``interfaces``: the algorithm's input socket sets (a case must match one exactly);
@@ -62,7 +79,7 @@ class ServerView:
 
 @dataclass(frozen=True)
 class Action:
-    kind: str
+    kind: ActionKind
     case_id: str
     reason: str = ""
     changed: tuple[str, ...] = ()  # resubmit: the sockets whose input changed
@@ -77,7 +94,7 @@ class Action:
     def as_json(self) -> dict[str, Any]:
         return {
             "case": self.case_id,
-            "action": self.kind,
+            "action": self.kind.value,
             "symbol": self.symbol,
             "reason": self.reason,
             "changed": list(self.changed),
@@ -93,16 +110,14 @@ class Plan:
     actions: tuple[Action, ...]  # by case id; needs_server (by manifest order) last
 
     def count(self) -> dict[str, int]:
+        """Actions per kind, every kind listed (0 too), keyed by the kind's word."""
         counts = Counter(a.kind for a in self.actions)
-        return {kind: counts.get(kind, 0) for kind in SYMBOLS}
+        return {kind.value: counts.get(kind, 0) for kind in ActionKind}
 
     @property
     def has_changes(self) -> bool:
         """Whether apply would do anything (or cannot tell offline): ``--detailed-exitcode``."""
         return any(a.kind not in QUIET_KINDS for a in self.actions)
-
-    def of_kind(self, *kinds: str) -> tuple[Action, ...]:
-        return tuple(a for a in self.actions if a.kind in kinds)
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -131,34 +146,34 @@ def _interface_problem(case: Case, interfaces: Sequence[frozenset[str]]) -> str 
             f"interfaces: {shown}")
 
 
-def _for_case(case: Case, entry: CaseEntry | None, view: ServerView | None,
+def _for_case(case: Case, entry: CaseEntry | None, view: ServerFacts | None,
               retry_failed: bool) -> Action:
     action = _from_lockfile(case, entry, view, retry_failed)
-    if view is None or action.kind == "unchanged":
+    if view is None or action.kind == ActionKind.UNCHANGED:
         # a job that exists stays valid, whatever the algorithm's interfaces became since:
         # apply sends nothing for it, so nothing can block it
         return action
     if case.id in view.blocked:
-        return Action("blocked", case.id, view.blocked[case.id], fingerprint=case.fingerprint)
+        return Action(ActionKind.BLOCKED, case.id, view.blocked[case.id], fingerprint=case.fingerprint)
     if view.interfaces is not None:
         problem = _interface_problem(case, view.interfaces)
         if problem is not None:
-            return Action("blocked", case.id, problem, fingerprint=case.fingerprint)
+            return Action(ActionKind.BLOCKED, case.id, problem, fingerprint=case.fingerprint)
     return action
 
 
-def _from_lockfile(case: Case, entry: CaseEntry | None, view: ServerView | None,
+def _from_lockfile(case: Case, entry: CaseEntry | None, view: ServerFacts | None,
                    retry_failed: bool) -> Action:
     if entry is not None and entry.pending is not None:
         pending = entry.pending
         note = "" if pending.fingerprint == case.fingerprint else \
             "; the inputs have changed since"
-        return Action("in_doubt", case.id,
+        return Action(ActionKind.IN_DOUBT, case.id,
                       f"a submission started {pending.started_at} has no known outcome"
                       f"{note}; apply reconciles it with the server first",
                       fingerprint=case.fingerprint)
     if entry is None or entry.job is None:
-        return Action("submit", case.id, "new case", fingerprint=case.fingerprint)
+        return Action(ActionKind.SUBMIT, case.id, "new case", fingerprint=case.fingerprint)
     job = entry.job
     status = job.status
     if view is not None and job.pk in view.job_status:
@@ -169,9 +184,9 @@ def _from_lockfile(case: Case, entry: CaseEntry | None, view: ServerView | None,
             reason = "the fingerprint changed (algorithm)"
         else:
             reason = f"inputs changed: {', '.join(changed)}"
-        return Action("resubmit", case.id, reason, changed, job.pk, status, case.fingerprint)
+        return Action(ActionKind.RESUBMIT, case.id, reason, changed, job.pk, status, case.fingerprint)
     if status in FAILED_STATUSES and retry_failed:
-        return Action("retry_failed", case.id, f"job {_short(job.pk)} ended {status}",
+        return Action(ActionKind.RETRY_FAILED, case.id, f"job {_short(job.pk)} ended {status}",
                       (), job.pk, status, case.fingerprint)
     return _unchanged(case.id, entry, view)  # (the fingerprints are equal)
 
@@ -193,7 +208,7 @@ def settled_fingerprints(lockfile: Lockfile | None, *, retry_failed: bool = Fals
     }
 
 
-def _unchanged(case_id: str, entry: CaseEntry, view: ServerView | None) -> Action:
+def _unchanged(case_id: str, entry: CaseEntry, view: ServerFacts | None) -> Action:
     job = entry.job
     assert job is not None  # settled_fingerprints only lists entries with a job
     status = job.status
@@ -201,7 +216,7 @@ def _unchanged(case_id: str, entry: CaseEntry, view: ServerView | None) -> Actio
         status = view.job_status[job.pk]
     # (built directly: a re-apply of a locked study makes one per case, 100,000 of them)
     return frozen_instance(Action, {
-        "kind": "unchanged", "case_id": case_id,
+        "kind": ActionKind.UNCHANGED, "case_id": case_id,
         "reason": f"job {_short(job.pk)}, {status or 'status unknown'}",
         "changed": (), "job_pk": job.pk, "status": status, "fingerprint": entry.fingerprint})
 
@@ -212,7 +227,7 @@ _BY_CASE = attrgetter("case_id")
 def make_plan(
     cases: Iterable[Case],
     lockfile: Lockfile | None,
-    server_view: ServerView | None = None,
+    server_view: ServerFacts | None = None,
     *,
     algorithm: str = "",
     needs_server: Sequence[PendingGenerator] = (),
@@ -243,12 +258,12 @@ def make_plan(
         if entry.pending is not None:
             reason += "; a submission for it has no known outcome"
         actions.append(Action(
-            "orphan", case_id, reason,
+            ActionKind.ORPHAN, case_id, reason,
             job_pk=entry.job.pk if entry.job else None,
             status=entry.job.status if entry.job else None))
     actions.sort(key=_BY_CASE)
     for gen in needs_server:
-        actions.append(Action("needs_server", f"cases[{gen.index}]",
+        actions.append(Action(ActionKind.NEEDS_SERVER, f"cases[{gen.index}]",
                               f"one case per item of archive {gen.archive!r}, "
                               f"as {gen.id_template}; plan with a server to see them"))
     return Plan(algorithm or (lockfile.algorithm.slug if lockfile else ""), tuple(actions))

@@ -35,18 +35,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from gcbatch.api.models import Algorithm, ArchiveItem, Socket
 from gcbatch.errors import PreflightError
 from gcbatch.lockfile import CaseEntry
-from gcbatch.models import Algorithm, ArchiveItem, Socket
 from gcbatch.sources import Case, Source
 
 __all__ = [
     "Problem",
+    "blocked_cases",
     "check_algorithm",
     "check_cases",
     "check_json_files",
     "duplicate_values",
     "is_json_file_socket",
+    "require_algorithm",
     "run_preflight",
     "value_only_key",
 ]
@@ -266,7 +268,7 @@ def check_cases(
     settled (see :func:`gcbatch.sources.expand`).
     """
     problems: list[Problem] = []
-    sockets = {s.slug: s for i in algorithm.interfaces for s in i.inputs}
+    sockets = algorithm.input_sockets()
     resolved = items or {}
     for case in cases:
         interface_problem = _interface_problem(case, algorithm)
@@ -343,7 +345,7 @@ def check_json_files(
     no end, holding one of the user's active-job slots; we never send such bytes. Each
     distinct path is read once.
     """
-    sockets = {s.slug: s for i in algorithm.interfaces for s in i.inputs}
+    sockets = algorithm.input_sockets()
     verdicts: dict[Path, str | None] = {}
     problems: list[Problem] = []
     for case in cases:
@@ -378,73 +380,27 @@ def run_preflight(
 
     ``all_cases``: see :func:`check_cases` (the per-case checks cover ``cases`` only).
     """
-    problems = check_algorithm(algorithm, slug)
-    if algorithm is not None and not problems:
-        problems = check_cases(cases, algorithm, items=items, all_cases=all_cases,
-                               locked=locked)
-        problems += check_json_files(cases, algorithm, reader=json_reader)
+    known = require_algorithm(algorithm, slug)
+    problems = check_cases(cases, known, items=items, all_cases=all_cases, locked=locked)
+    problems += check_json_files(cases, known, reader=json_reader)
     if problems:
         raise PreflightError([p.render() for p in problems])
 
 
-# --------------------------------------------------------------------------- online plan
-
-
-@dataclass(frozen=True)
-class OnlineView:
-    """What ``plan`` learns from the server (GETs only), ready for :func:`make_plan`.
-
-    ``archive_items``: items per archive slug (generators expand with them);
-    ``items_by_pk``: every item we know (explicit ``archive_item:`` sources included);
-    ``job_status``: locked job pk → status now; ``active_jobs``: how many of the locked
-    jobs are still active (they hold slots); ``algorithm``: the server's algorithm.
-    """
-
-    algorithm: Algorithm
-    archive_items: Mapping[str, Sequence[ArchiveItem]]
-    items_by_pk: Mapping[str, ArchiveItem]
-    job_status: Mapping[str, str]
-    active_jobs: int
-
-
-def fetch_online_view(client: Any, manifest: Any, locked_job_pks: Iterable[str]) -> OnlineView:
-    """Ask the server for what an online plan shows. Raises PreflightError when the
-    algorithm is not there (nothing else can be checked without it)."""
-    from gcbatch.errors import NotFoundError
-    from gcbatch.executor import fetch_archive_items
-    from gcbatch.models import TERMINAL_STATUSES
-
-    try:
-        algorithm = client.get_algorithm(manifest.algorithm)
-    except NotFoundError:
-        run_preflight((), None, manifest.algorithm)
-        raise  # unreachable: run_preflight raised
-    by_slug, by_pk = fetch_archive_items(client, manifest)
-    wanted = set(locked_job_pks)
-    status: dict[str, str] = {}
-    if wanted:
-        # one paginated listing instead of one GET per job
-        for job in client.list_jobs(algorithm.pk):
-            if job.pk in wanted:
-                status[job.pk] = job.status
-    active = sum(1 for s in status.values() if s not in TERMINAL_STATUSES)
-    return OnlineView(algorithm, by_slug, by_pk, status, active)
+def require_algorithm(algorithm: Algorithm | None, slug: str) -> Algorithm:
+    """``algorithm`` when it can run jobs at all; else :class:`PreflightError` (exit 2)."""
+    problems = check_algorithm(algorithm, slug)
+    if problems or algorithm is None:
+        raise PreflightError([p.render() for p in problems])
+    return algorithm
 
 
 def blocked_cases(
-    cases: Sequence[Case], view: OnlineView, *, client: Any = None
+    cases: Sequence[Case], algorithm: Algorithm, items: Mapping[str, ArchiveItem]
 ) -> dict[str, str]:
-    """case id → every preflight problem of that case, joined (for ``ServerView.blocked``).
-
-    Explicit ``archive_item:`` pks that no generator listed are fetched with ``client``.
-    """
-    items = dict(view.items_by_pk)
-    if client is not None:
-        from gcbatch.executor import fetch_item_sources
-
-        fetch_item_sources(client, cases, items)
-    problems = check_cases(cases, view.algorithm, items=items)
-    problems += check_json_files(cases, view.algorithm)
+    """case id → every problem of that case, joined (what ``plan`` shows as ``! blocked``)."""
+    problems = check_cases(cases, algorithm, items=items)
+    problems += check_json_files(cases, algorithm)
     out: dict[str, list[str]] = {}
     for p in problems:
         out.setdefault(p.case, []).append(f"{p.socket}: {p.message}" if p.socket else p.message)

@@ -1,71 +1,31 @@
-"""Job statuses of locked cases: the vocabulary, the aggregation and its rendering.
+"""Job statuses of locked cases, aggregated: one :class:`CaseStatus` row per case.
 
-Grand Challenge reports a job's state as a display string (``"Validating inputs"``,
-``"Succeeded"``, ...). Only three of them are final; everything else, including a status
-this module has never heard of, counts as "still running" so that a new platform status
-can never make ``wait`` stop early.
-
-The pure half of this module turns (lockfile job records, jobs the server returned) into
-:class:`CaseStatus` rows and a :class:`StatusReport`, and renders those as text or JSON.
-The refresh itself (one list request per 1000 jobs instead of one request per job) lives
-in :mod:`gcbatch.results`, which is the only part that talks to the network.
+Pure: (lockfile job records, jobs the server returned) → a :class:`StatusReport`. The
+vocabulary is :mod:`gcbatch.statuses`'; the refresh that feeds this (one list request per
+1,000 jobs, not one per job) is :mod:`gcbatch.operations.refresh`; the text is
+:mod:`gcbatch.views.text`'s.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-SUCCEEDED = "Succeeded"
-FAILED = "Failed"
-CANCELLED = "Cancelled"
-
-#: Statuses after which the platform does nothing more with a job on its own.
-TERMINAL_STATUSES = frozenset({SUCCEEDED, FAILED, CANCELLED})
-
-#: Terminal statuses that mean "no results": ``status`` exits 1 on these and
-#: ``apply --retry-failed`` resubmits them.
-PROBLEM_STATUSES = frozenset({FAILED, CANCELLED})
-
-#: Pseudo-status of a case that has no job in the lockfile (never applied).
-NOT_SUBMITTED = "Not submitted"
-
-#: Pseudo-status of a locked job the server no longer shows to this user (deleted,
-#: another account's token, or a lockfile copied from elsewhere). Counted as a problem.
-MISSING = "Missing"
-
-#: The order statuses are listed in summaries: a job's usual path through the platform,
-#: then the endings. Statuses not listed here (new ones) follow, alphabetically.
-STATUS_ORDER: tuple[str, ...] = (
-    NOT_SUBMITTED,
-    "Validating inputs",
-    "Queued",
-    "Re-Queued",
-    "Provisioning",
-    "Provisioned",
-    "Started",
-    "Executing",
-    "Executing Algorithm",
-    "External Execution In Progress",
-    "Executed",
-    "Parsing Outputs",
-    SUCCEEDED,
-    FAILED,
-    CANCELLED,
+from gcbatch.statuses import (
     MISSING,
+    NOT_SUBMITTED,
+    STATUS_ORDER,
+    JobStatus,
+    is_failed,
+    is_terminal,
 )
-
-
-def is_terminal(status: str | None) -> bool:
-    """True when the platform will not change ``status`` by itself any more."""
-    return status in TERMINAL_STATUSES
 
 
 def is_problem(status: str | None) -> bool:
     """True for statuses a user must look at: Failed, Cancelled, or a missing job."""
-    return status in PROBLEM_STATUSES or status == MISSING
+    return is_failed(status) or status == MISSING
 
 
 def status_sort_key(status: str) -> tuple[int, str]:
@@ -161,7 +121,7 @@ class StatusReport:
 
     @property
     def all_succeeded(self) -> bool:
-        return all(row.status == SUCCEEDED for row in self.jobs)
+        return all(row.status == JobStatus.SUCCEEDED for row in self.jobs)
 
     def running(self) -> tuple[CaseStatus, ...]:
         return tuple(row for row in self.jobs if not row.terminal and row.status != MISSING)
@@ -207,28 +167,3 @@ def build_report(
         status, duration = seen
         rows.append(CaseStatus(case_id, job_pk, status, duration, previous))
     return StatusReport(tuple(rows))
-
-
-def render_summary(report: StatusReport) -> str:
-    """One line: ``"12 cases: 3 Queued, 8 Succeeded, 1 Failed"``."""
-    counts = report.counts()
-    noun = "case" if len(report.rows) == 1 else "cases"
-    if not counts:
-        return f"0 {noun}"
-    body = ", ".join(f"{n} {status}" for status, n in counts.items())
-    return f"{len(report.rows)} {noun}: {body}"
-
-
-def render_table(rows: Iterable[CaseStatus]) -> str:
-    """A plain, aligned text table (case, job, status, duration); stable for piping."""
-    header = ("CASE", "JOB", "STATUS", "DURATION")
-    lines = [header] + [
-        (row.case_id, row.job_pk or "-", row.status, format_duration(row.duration_s))
-        for row in rows
-    ]
-    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
-    out = []
-    for line in lines:
-        cells = [cell.ljust(width) for cell, width in zip(line, widths, strict=True)]
-        out.append("  ".join(cells).rstrip())
-    return "\n".join(out) + "\n"

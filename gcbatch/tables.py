@@ -32,7 +32,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from gcbatch.models import Job, SocketValue
+from gcbatch.api.models import Job, SocketValue
+from gcbatch.status import StatusReport
 
 TABLE_FORMAT_VERSION = 1
 
@@ -147,3 +148,24 @@ def to_json(table: ResultTable) -> bytes:
     }
     text = json.dumps(document, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
     return text.encode("utf-8")
+
+
+def result_table(
+    report: StatusReport,
+    jobs: Mapping[str, Job],
+    input_summaries: Mapping[str, Mapping[str, str]],
+    *,
+    output_sockets: Iterable[str] = (),
+) -> ResultTable:
+    """One row per case in ``report``: its inputs' summaries and its Value outputs."""
+    rows = [
+        ResultRow(
+            case_id=row.case_id,
+            job_pk=row.job_pk,
+            status=row.status,
+            inputs=dict(input_summaries.get(row.case_id, {})),
+            values=value_outputs(jobs.get(row.case_id)),
+        )
+        for row in report.rows
+    ]
+    return build_table(rows, output_sockets=output_sockets)

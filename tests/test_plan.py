@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from gcbatch.lockfile import AlgorithmRef, CaseEntry, Intent, JobRecord, Lockfile
-from gcbatch.plan import ServerView, changed_sockets, make_plan, settled_fingerprints
+from gcbatch.plan import ServerFacts, changed_sockets, make_plan, settled_fingerprints
 from gcbatch.sources import Case, PendingGenerator, Source
 
 ALG = AlgorithmRef("lung-nodule-detector")
@@ -103,39 +103,39 @@ def test_sorted_by_case_id_whatever_the_input_order() -> None:
 
 SERVER_TABLE = [
     # (lockfile entry, server view, retry_failed, expected kind)
-    (entry(C1, status="Queued"), ServerView(job_status={"job-1": "Failed"}), True,
+    (entry(C1, status="Queued"), ServerFacts(job_status={"job-1": "Failed"}), True,
      "retry_failed"),
-    (entry(C1, status="Queued"), ServerView(job_status={"job-1": "Cancelled"}), False,
+    (entry(C1, status="Queued"), ServerFacts(job_status={"job-1": "Cancelled"}), False,
      "unchanged"),
-    (entry(C1, status="Failed"), ServerView(job_status={"job-1": "Succeeded"}), True,
+    (entry(C1, status="Failed"), ServerFacts(job_status={"job-1": "Succeeded"}), True,
      "unchanged"),  # the server's word beats the lockfile's last seen status
-    (None, ServerView(interfaces=(frozenset({"ct-image"}),)), False, "blocked"),
-    (None, ServerView(interfaces=(frozenset({"ct-image", "lung-volume"}),)), False, "submit"),
+    (None, ServerFacts(interfaces=(frozenset({"ct-image"}),)), False, "blocked"),
+    (None, ServerFacts(interfaces=(frozenset({"ct-image", "lung-volume"}),)), False, "submit"),
     (entry(ct_image="OLD", lung_volume="1"),
-     ServerView(blocked={"c1": "lung-volume: JSON does not fulfill schema"}), False, "blocked"),
+     ServerFacts(blocked={"c1": "lung-volume: JSON does not fulfill schema"}), False, "blocked"),
     # a job that exists is not blocked by what the server says about its inputs now:
     # apply sends nothing for it
-    (entry(C1), ServerView(blocked={"c1": "lung-volume: JSON does not fulfill schema"}),
+    (entry(C1), ServerFacts(blocked={"c1": "lung-volume: JSON does not fulfill schema"}),
      False, "unchanged"),
-    (entry(C1), ServerView(interfaces=(frozenset({"ct-image"}),)), False, "unchanged"),
-    (entry(C1, pending=True), ServerView(), False, "in_doubt"),
+    (entry(C1), ServerFacts(interfaces=(frozenset({"ct-image"}),)), False, "unchanged"),
+    (entry(C1, pending=True), ServerFacts(), False, "in_doubt"),
 ]
 
 
 @pytest.mark.parametrize(("old", "view", "retry", "kind"), SERVER_TABLE)
-def test_with_server_view(old: CaseEntry | None, view: ServerView, retry: bool,
+def test_with_server_view(old: CaseEntry | None, view: ServerFacts, retry: bool,
                           kind: str) -> None:
     plan = make_plan([C1], lock(c1=old) if old else lock(), view, retry_failed=retry)
     assert plan.actions[0].kind == kind
 
 
 def test_blocked_reason_names_interfaces_and_status_comes_from_server() -> None:
-    view = ServerView(interfaces=(frozenset({"ct-image"}), frozenset({"age", "lung-volume"})))
+    view = ServerFacts(interfaces=(frozenset({"ct-image"}), frozenset({"age", "lung-volume"})))
     (action,) = make_plan([C1], None, view).actions
     assert action.reason == ("inputs {ct-image, lung-volume} match none of the algorithm's "
                              "interfaces: {ct-image} | {age, lung-volume}")
     (action,) = make_plan([C1], lock(c1=entry(C1, status="Queued")),
-                          ServerView(job_status={"job-1": "Executing"})).actions
+                          ServerFacts(job_status={"job-1": "Executing"})).actions
     assert action.status == "Executing" and action.reason == "job job-1, Executing"
 
 

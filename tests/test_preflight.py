@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
+from gcbatch.api.models import Algorithm, ArchiveItem, Interface, Socket, SocketValue
 from gcbatch.errors import PreflightError
-from gcbatch.models import Algorithm, ArchiveItem, Interface, Socket, SocketValue
 from gcbatch.preflight import (
     Problem,
     check_algorithm,
@@ -168,10 +168,11 @@ def test_problem_rendering() -> None:
     assert Problem("c", "s", "m").as_json() == {"case": "c", "socket": "s", "message": "m"}
 
 
-def test_online_view_and_blocked_cases_against_the_sandbox(tmp_path: Path) -> None:
-    from gcbatch.client import GrandChallengeClient
+def test_archive_items_and_blocked_cases_against_the_sandbox(tmp_path: Path) -> None:
+    from gcbatch.api.client import GrandChallengeClient
+    from gcbatch.api.server_view import ServerView
     from gcbatch.manifest import load_manifest
-    from gcbatch.preflight import blocked_cases, fetch_online_view
+    from gcbatch.preflight import blocked_cases
     from gcbatch.sandbox.app import SandboxApp
     from gcbatch.sources import expand
 
@@ -187,10 +188,13 @@ def test_online_view_and_blocked_cases_against_the_sandbox(tmp_path: Path) -> No
             "  - foreach: {archive: lung-archive}\n    id: 'age-{item.pk}'\n"
             "    inputs:\n      ct-image: {archive_item: '{item.pk}', socket: age}\n")
         manifest = load_manifest(manifest_path)
-        view = fetch_online_view(client, manifest, [])
-        assert len(view.archive_items["lung-archive"]) == 3
-        cases = expand(manifest, archive_items=view.archive_items).cases
-        blocked = blocked_cases(cases, view, client=client)
+        view = ServerView(client)
+        algorithm = view.algorithm("lung-nodule-detector")
+        assert algorithm is not None
+        by_slug, by_pk = view.archive_items(["lung-archive"])
+        assert len(by_slug["lung-archive"]) == 3
+        cases = expand(manifest, archive_items=by_slug).cases
+        blocked = blocked_cases(cases, algorithm, by_pk)
         assert sorted(blocked) == sorted(c.id for c in cases if c.id.startswith("age-"))
         assert all("ct-image" in reason and "Value" in reason for reason in blocked.values())
         client.close()

@@ -5,18 +5,16 @@ from __future__ import annotations
 import pytest
 
 from gcbatch.status import (
-    MISSING,
-    NOT_SUBMITTED,
     CaseStatus,
     StatusReport,
     build_report,
     format_duration,
     is_problem,
-    is_terminal,
-    render_summary,
-    render_table,
     status_sort_key,
 )
+from gcbatch.statuses import MISSING, NOT_SUBMITTED, is_terminal
+from gcbatch.views.text import render_status_summary as render_summary
+from gcbatch.views.text import render_status_table as render_table
 
 
 @pytest.mark.parametrize(

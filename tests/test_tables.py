@@ -7,7 +7,7 @@ import io
 import json
 from typing import Any
 
-from gcbatch.models import Job
+from gcbatch.api.models import Job
 from gcbatch.tables import ResultRow, build_table, csv_cell, to_csv, to_json, value_outputs
 
 

@@ -1,7 +1,6 @@
 """``gcbatch apply MANIFEST``: upload and submit, exactly once; safe to re-run at any time.
 
-Thin: parse flags → connect → :func:`gcbatch.executor.apply_manifest` → render the summary
-→ exit code (0 done, 1 some case failed or stays in doubt, 2 invalid input with nothing
+Thin: parse flags → :func:`gcbatch.operations.apply.apply` → a view → exit code (0 done, 1 some case failed or stays in doubt, 2 invalid input with nothing
 sent, 4 stopped because the credits ran out, 130 Ctrl-C).
 
 Ctrl-C once: no new case starts, requests in flight finish, the lockfile is checkpointed,
@@ -12,7 +11,6 @@ reconciles whatever was in flight and nothing is lost or duplicated.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import signal
 import sys
@@ -30,8 +28,13 @@ from gcbatch.cli.common import (
     manifest_argument,
     target_options,
 )
+from gcbatch.engine.executor import Executor
+from gcbatch.engine.options import DEFAULT_CONCURRENCY, ApplyOptions
 from gcbatch.errors import EXIT_INTERRUPTED, ConfigError
-from gcbatch.executor import DEFAULT_CONCURRENCY, ApplyOptions, Executor, apply_manifest
+from gcbatch.operations.apply import apply as apply_study
+from gcbatch.operations.session import connect
+from gcbatch.operations.study import open_study
+from gcbatch.views.view import make_view
 
 __all__ = ["COMMANDS", "apply"]
 
@@ -114,10 +117,6 @@ def apply(
     are reconciled with the server before anything is sent again, and the lockfile
     (MANIFEST's stem + .lock) records every job as it is created.
     """
-    from gcbatch.manifest import load_manifest
-    from gcbatch.progress import make_progress
-    from gcbatch.session import connect
-
     try:
         options = ApplyOptions(
             concurrency=concurrency, max_active=max_active, targeting=targeting,
@@ -126,27 +125,24 @@ def apply(
         )
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
-    loaded = load_manifest(manifest)
+    study = open_study(manifest, connection)
+    view = make_view(as_json)
     interrupts = _Interrupts()
-    progress = make_progress()
     interrupts.install()
     try:
-        with connect(connection, manifest, manifest_server=loaded.server) as session:
+        with connect(study, connection, on_event=view.event) as session:
 
             def wire(executor: Executor) -> None:
                 interrupts.executor = executor
                 if interrupts.count:
                     executor.request_stop()
 
-            summary = apply_manifest(manifest, session, options, progress=progress,
-                                     on_executor=wire, manifest=loaded)
+            summary = apply_study(study, session, options, on_event=view.event,
+                                  on_executor=wire)
     finally:
-        progress.close()
+        view.close()
         interrupts.restore()
-    if as_json:
-        click.echo(json.dumps(summary.as_json(), indent=2, sort_keys=True))
-    else:
-        click.echo(summary.render())
+    view.show_apply(summary)
     if interrupts.count and interrupts.installed:
         # interrupted: the lockfile is saved and closed; leave now, so that a second
         # Ctrl-C cannot land in the interpreter's teardown (where Python has put back

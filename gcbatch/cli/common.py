@@ -15,14 +15,14 @@ stays short and the values can be passed on to core code unchanged)::
     @json_option                 # → as_json: bool
     @target_options              # → targeting: Targeting
     def status(manifest: Path, connection: ConnectionOptions, as_json: bool,
-               targeting: Targeting) -> None:
-        with gcbatch.session.connect(connection, manifest) as session:
-            ...
+               targeting: Targeting) -> int:
+        study = open_study(manifest, connection)
+        ...
 
 ``common_options`` applies the last three at once. Resolution of the server URL and the
 token (flags, environment, manifest, defaults, the https/loopback rule) happens in
-:mod:`gcbatch.settings` via :func:`gcbatch.session.connect`, not here: this module only
-parses.
+:func:`gcbatch.operations.study.open_study` and :func:`gcbatch.operations.session.connect`,
+not here: this module only parses.
 """
 
 from __future__ import annotations
@@ -34,8 +34,9 @@ from typing import Any, TypeVar
 
 import click
 
-# the values live in a core module (the executor and session use them without the CLI)
-from gcbatch.options import ConnectionOptions, Targeting
+# the values live below the CLI (operations and the engine use them without click)
+from gcbatch.operations.study import ConnectionOptions
+from gcbatch.targeting import Targeting
 
 __all__ = [
     "ConnectionOptions",

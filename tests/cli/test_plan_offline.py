@@ -13,7 +13,13 @@ import pytest
 
 from gcbatch import lockfile as lf
 from gcbatch.cli import main
-from gcbatch.cli.plan import compute_plan
+from gcbatch.hashing import FileHasher
+from gcbatch.manifest import load_manifest
+from gcbatch.operations.plan import plan as plan_study
+from gcbatch.operations.study import ConnectionOptions, open_study
+from gcbatch.plan import ActionKind
+from gcbatch.sources import expand
+from gcbatch.targeting import Targeting
 
 SERVER = "https://grand-challenge.org/api/v1/"
 
@@ -57,11 +63,11 @@ def run(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, 
 
 def record_all(study: Path, lock: Path | None = None, server: str = SERVER) -> None:
     """A lockfile in which every current case was submitted (as apply would leave it)."""
-    result = compute_plan(study)
+    cases = expand(load_manifest(study), hasher=FileHasher()).cases
     lock = lock or lf.lockfile_path_for(study)
     with lf.LockfileStore.open(lock, server=server,
                                algorithm=lf.AlgorithmRef("lung-nodule-detector")) as store:
-        for i, case in enumerate(result.expansion.cases):
+        for i, case in enumerate(cases):
             store.intent(case.id, case.fingerprint, inputs=case.digests())
             store.submitted(case.id, lf.JobRecord(
                 f"job-{i}", f"{server}algorithms/jobs/job-{i}/", "Succeeded",
@@ -124,10 +130,10 @@ def test_changed_default_value_names_its_socket(study: Path,
 
 def test_in_doubt_case(study: Path, capsys: pytest.CaptureFixture[str]) -> None:
     record_all(study)
-    result = compute_plan(study)
-    # every case is locked as it is: expansion hands them back as settled ids
-    assert not result.expansion.cases
-    case_id = result.expansion.settled[0]
+    result = plan_study(open_study(study, ConnectionOptions()), targeting=Targeting())
+    # every case is locked as it is
+    assert {a.kind for a in result.plan.actions} == {ActionKind.UNCHANGED}
+    case_id = result.plan.actions[0].case_id
     store = lf.LockfileStore.open(lf.lockfile_path_for(study), server=SERVER,
                                   algorithm=lf.AlgorithmRef("lung-nodule-detector"))
     store.intent(case_id, "sha256:other", inputs={})

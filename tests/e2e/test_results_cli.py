@@ -22,7 +22,7 @@ import httpx
 import pytest
 
 from gcbatch import lockfile as lockmod
-from gcbatch.download import STATE_NAME
+from gcbatch.engine.download_record import STATE_NAME
 from gcbatch.lockfile import AlgorithmRef, CaseEntry, JobRecord, Lockfile
 from gcbatch.sandbox import RunningSandbox, SandboxConfig
 from gcbatch.sandbox import lifecycle as lc

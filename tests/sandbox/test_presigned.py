@@ -54,8 +54,8 @@ def test_presigned_put_works_without_a_token(strict_storage: RunningSandbox) -> 
 def test_gcbatch_uploader_never_sends_the_token_to_storage(
     strict_storage: RunningSandbox,
 ) -> None:
-    from gcbatch.client import GrandChallengeClient
-    from gcbatch.uploads import Uploader
+    from gcbatch.api.client import GrandChallengeClient
+    from gcbatch.api.uploads import Uploader
 
     sb = strict_storage
     since = sb.admin.requests()["last"]

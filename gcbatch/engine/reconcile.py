@@ -1,0 +1,350 @@
+"""Reconciliation: did an in-doubt job POST create a job, and which one?
+
+A case is *in doubt* when the journal holds its ``intent`` but no outcome: the process
+died, or the job POST got no definite answer (timeout, reset, 5xx after the server may
+have committed). Grand Challenge has no idempotency key and no client tag on jobs, so we
+find the job by what we sent:
+
+- **values** compare equal (JSON, with ``true`` never equal to ``1``);
+- **existing images** (``image:`` sources, archive-item images) by image pk;
+- **uploaded images** by *name*: we name every upload ``<case-tag>.gcb-<hash8>.<ext>``
+  (unique per submission attempt) and the platform names the image it makes from an
+  upload after the uploaded file, so ``cases/images/?name=<that>`` finds the image and the
+  job using it is the job our POST created;
+- **uploaded files** cannot be named (the stored file is called after the socket), so a
+  job with a file there is only a *weak* match; whether our uploads were consumed
+  (``GET uploads/<pk>/`` → 404) decides between "it is ours" and "no job".
+
+The platform attaches upload-made inputs only after validation: the 201 and the job list
+show a fresh job with its value inputs but *without* its upload inputs while it is
+"Validating inputs". Such a *partial* job may be ours, so the verdict is "wait" (bounded)
+rather than "no match". Jobs already claimed by a case in the lockfile are never matched.
+
+Verdicts (:func:`decide`, pure): exactly one strong match → :class:`Adopt`; several →
+:class:`Ambiguous` (left in doubt; the user decides, ``--resubmit-in-doubt``); a partial
+job still validating → :class:`Wait`; otherwise :class:`NoJob` (safe to resubmit).
+
+An intent records the stage it reached (:class:`~gcbatch.engine.sent.Sent`): ``upload``
+(the job POST was never sent, so certainly no job) or ``post`` (the POST may have gone
+out). The server is asked through :class:`~gcbatch.api.server_view.ServerView`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
+
+from gcbatch.api.models import Job, SocketValue
+from gcbatch.api.server_view import ServerView
+from gcbatch.engine.sent import Sent, Stage
+from gcbatch.statuses import TERMINAL_STATUSES
+
+__all__ = [
+    "Adopt",
+    "Ambiguous",
+    "Evidence",
+    "Match",
+    "NoJob",
+    "Reconciler",
+    "Verdict",
+    "Wait",
+    "classify",
+    "decide",
+    "describe_jobs",
+    "find_existing",
+    "json_equal",
+]
+
+#: how many of the newest jobs an in-run reconciliation reads
+RECENT_JOBS = 1000
+
+
+# --------------------------------------------------------------------------- verdicts
+
+
+@dataclass(frozen=True)
+class Adopt:
+    job: Job
+    reason: str
+
+
+@dataclass(frozen=True)
+class NoJob:
+    reason: str
+
+
+@dataclass(frozen=True)
+class Ambiguous:
+    jobs: tuple[Job, ...]
+    reason: str
+
+
+@dataclass(frozen=True)
+class Wait:
+    jobs: tuple[Job, ...]
+    reason: str
+
+
+Verdict = Adopt | NoJob | Ambiguous | Wait
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """What the server told us, gathered by :class:`Reconciler` (or a test).
+
+    ``jobs``: the algorithm's jobs (all pages; other users' public ones included).
+    ``named_images``: socket → pks of images named like one of our upload files there.
+    ``uploads_gone``: upload pk → True when ``GET uploads/<pk>/`` is 404 (consumed or
+    expired), False when it still lives. Missing pk → unknown.
+    """
+
+    jobs: tuple[Job, ...] = ()
+    named_images: Mapping[str, frozenset[str]] = field(default_factory=dict)
+    uploads_gone: Mapping[str, bool] = field(default_factory=dict)
+
+
+def json_equal(a: Any, b: Any) -> bool:
+    """JSON equality where ``true`` ≠ ``1`` and ``1`` == ``1.0`` (as JSON numbers are)."""
+    if isinstance(a, bool) or isinstance(b, bool):
+        return isinstance(a, bool) and isinstance(b, bool) and a == b
+    if isinstance(a, (int, float)) and isinstance(b, (int, float)):
+        return a == b
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(json_equal(a[k], b[k]) for k in a)
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(json_equal(x, y) for x, y in zip(a, b, strict=True))
+    return type(a) is type(b) and bool(a == b)
+
+
+def _pk_of(url: str) -> str:
+    return url.split("?", 1)[0].rstrip("/").rsplit("/", 1)[-1]
+
+
+class Match(Enum):
+    """How one job relates to what a case sent."""
+
+    STRONG = "strong"      # every input present and verified
+    WEAK = "weak"          # every input present; some (uploaded files) cannot be verified
+    PARTIAL = "partial"    # what it has matches; only upload inputs are missing (not attached)
+    MISMATCH = "mismatch"
+
+
+STRONG, WEAK, PARTIAL, MISMATCH = Match.STRONG, Match.WEAK, Match.PARTIAL, Match.MISMATCH
+
+
+def classify(sent: Sent, job: Job, named_images: Mapping[str, frozenset[str]]) -> Match:
+    """How ``job`` relates to ``sent`` (pure)."""
+    by_socket: dict[str, SocketValue] = {}
+    for value in job.inputs:
+        if value.socket_slug in by_socket:
+            return MISMATCH
+        by_socket[value.socket_slug] = value
+    wanted = {i.socket: i for i in sent.inputs}
+    if set(by_socket) - set(wanted):
+        return MISMATCH
+    verdict = STRONG
+    for socket, item in wanted.items():
+        have = by_socket.get(socket)
+        if have is None:
+            if not item.is_upload:
+                return MISMATCH  # value/image inputs are attached when the job is created
+            verdict = PARTIAL
+            continue
+        if item.kind == "value":
+            if not json_equal(have.value, item.value):
+                return MISMATCH
+        elif item.kind == "image":
+            if not have.image or _pk_of(have.image) != _pk_of(item.image):
+                return MISMATCH
+        elif item.kind == "uploads":
+            if not have.image:
+                return MISMATCH
+            names = named_images.get(socket, frozenset())
+            if _pk_of(have.image) in names:
+                continue
+            if names or len(item.files) == 1:
+                # an image named after one of our files exists and this is not it, or a
+                # single-file upload would have given the image exactly our name
+                return MISMATCH
+            if verdict == STRONG:
+                verdict = WEAK  # several files: the platform may name the image otherwise
+        else:  # "upload": a File socket; the stored file is named after the socket
+            if not have.file:
+                return MISMATCH
+            if verdict == STRONG:
+                verdict = WEAK
+    return verdict
+
+
+def decide(sent: Sent, evidence: Evidence, claimed: frozenset[str] | set[str]) -> Verdict:
+    """The verdict for one in-doubt intent (pure). ``claimed``: job pks owned by cases."""
+    if sent.stage != Stage.POST:
+        return NoJob("the job POST was never sent (the run stopped while uploading)")
+    groups: dict[Match, list[Job]] = {STRONG: [], WEAK: [], PARTIAL: []}
+    for job in evidence.jobs:
+        if job.pk in claimed:
+            continue
+        kind = classify(sent, job, evidence.named_images)
+        if kind in groups:
+            groups[kind].append(job)
+    strong, weak, partial = groups[STRONG], groups[WEAK], groups[PARTIAL]
+    if len(strong) == 1:
+        return Adopt(strong[0], "its inputs equal what this case sent")
+    if len(strong) > 1:
+        return Ambiguous(tuple(strong), f"{len(strong)} unclaimed jobs have exactly these inputs")
+    validating = [j for j in partial if j.status not in TERMINAL_STATUSES]
+    if validating:
+        return Wait(tuple(validating),
+                    f"{len(validating)} job(s) still validating could be this case's")
+    recorded = [f.upload_pk for f in sent.uploads if f.upload_pk]
+    gone = [pk for pk in recorded if evidence.uploads_gone.get(pk) is True]
+    alive = [pk for pk in recorded if evidence.uploads_gone.get(pk) is False]
+    consumed = bool(recorded) and len(gone) == len(recorded)
+    if alive:
+        # a job that took our uploads would have consumed them; none is validating now
+        return NoJob("its uploads are unused and no job is validating")
+    ended_partial = [j for j in partial if j.status in TERMINAL_STATUSES]
+    if consumed and len(weak) == 1 and not ended_partial:
+        return Adopt(weak[0], "its uploads were consumed and it is the only job that fits")
+    if weak or (consumed and ended_partial):
+        candidates = tuple(weak) + tuple(ended_partial)
+        return Ambiguous(candidates, f"{len(candidates)} job(s) could be this case's "
+                                     "(uploaded inputs cannot be told apart)")
+    return NoJob("no job has these inputs")
+
+
+def find_existing(
+    sent: Sent, jobs: Iterable[Job], claimed: Mapping[str, str]
+) -> tuple[list[Job], list[tuple[Job, str]]]:
+    """After "a result for these inputs already exists": the jobs with these inputs.
+
+    Returns (unclaimed matches, [(claimed match, owning case)]). Only value/existing-image
+    sends are deduplicated by the server, so matches must be strong.
+    """
+    free: list[Job] = []
+    owned: list[tuple[Job, str]] = []
+    for job in jobs:
+        if classify(sent, job, {}) != STRONG:
+            continue
+        owner = claimed.get(job.pk)
+        if owner is None:
+            free.append(job)
+        else:
+            owned.append((job, owner))
+    return free, owned
+
+
+# --------------------------------------------------------------------------- I/O
+
+
+class Reconciler:
+    """Gathers :class:`Evidence` from the server and decides, waiting (bounded) on "wait".
+
+    ``list_jobs()`` returns the algorithm's jobs; ``list_images(name)`` images with that
+    name; ``get_upload(pk)`` raises :class:`NotFoundError` once an upload is gone. They are
+    the client's methods in production (see :meth:`for_client`) and fakes in tests.
+    """
+
+    def __init__(
+        self,
+        *,
+        list_jobs: Callable[[], Iterable[Job]],
+        list_image_pks: Callable[[str], Iterable[str]],
+        upload_exists: Callable[[str], bool],
+        list_recent_jobs: Callable[[], Iterable[Job]] | None = None,
+        wait_timeout: float = 60.0,
+        poll_interval: float = 1.0,
+        sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._list_jobs = list_jobs
+        self._list_recent = list_recent_jobs
+        self._list_image_pks = list_image_pks
+        self._upload_exists = upload_exists
+        self.wait_timeout = wait_timeout
+        self.poll_interval = poll_interval
+        self._sleep = sleep
+        self._clock = clock
+        self._jobs_cache: tuple[Job, ...] | None = None
+
+    @classmethod
+    def for_view(cls, view: ServerView, algorithm_pk: str, **kwargs: Any) -> Reconciler:
+        """A reconciler that asks the server through ``view``."""
+        return cls(
+            list_jobs=lambda: view.all_jobs(algorithm_pk),
+            list_image_pks=view.image_pks_named,
+            upload_exists=view.upload_exists,
+            # the list is oldest first: right after our own POST, read only its tail,
+            # where a job it made must be (a full listing of a busy algorithm is many pages)
+            list_recent_jobs=lambda: view.recent_jobs(algorithm_pk, RECENT_JOBS),
+            **kwargs,
+        )
+
+    def jobs(self, *, refresh: bool = False) -> tuple[Job, ...]:
+        if self._jobs_cache is None or refresh:
+            self._jobs_cache = tuple(self._list_jobs())
+        return self._jobs_cache
+
+    def evidence(self, sent: Sent, *, refresh: bool = False, recent: bool = False) -> Evidence:
+        """Ask in this order: jobs, then image names, then uploads. Inputs only ever get
+        attached (never detached), so a job listed without its image is seen as partial
+        ("wait"), and a job listed with it has an image the later name query finds.
+
+        ``recent``: only the newest jobs (right after our own POST, the job it may have
+        made is among them); otherwise every job of the algorithm (cached until refresh).
+        """
+        if recent and self._list_recent is not None:
+            jobs = tuple(self._list_recent())
+        else:
+            jobs = self.jobs(refresh=refresh)
+        named: dict[str, frozenset[str]] = {}
+        for item in sent.inputs:
+            if item.kind == "uploads":
+                pks: set[str] = set()
+                for f in item.files:
+                    pks.update(self._list_image_pks(f.name))
+                named[item.socket] = frozenset(pks)
+        gone: dict[str, bool] = {}
+        if sent.stage == Stage.POST:
+            for f in sent.uploads:
+                if f.upload_pk:
+                    gone[f.upload_pk] = not self._upload_exists(f.upload_pk)
+        return Evidence(jobs=jobs, named_images=named, uploads_gone=gone)
+
+    def reconcile(
+        self,
+        sent: Sent,
+        claimed: Callable[[], frozenset[str]],
+        *,
+        refresh: bool = False,
+        recent: bool = False,
+        should_stop: Callable[[], bool] = lambda: False,
+    ) -> Verdict:
+        """Decide for one intent, re-asking the server while the verdict is :class:`Wait`.
+
+        ``claimed`` is called each round (other cases may claim jobs meanwhile). After
+        ``wait_timeout`` seconds of waiting the last :class:`Wait` is returned (the case
+        stays in doubt; a later run looks again).
+        """
+        if sent.stage != Stage.POST:
+            return decide(sent, Evidence(), claimed())
+        deadline = self._clock() + self.wait_timeout
+        verdict = decide(sent, self.evidence(sent, refresh=refresh, recent=recent), claimed())
+        rounds = 0
+        while isinstance(verdict, Wait) and rounds < 10_000:
+            rounds += 1
+            if self._clock() >= deadline or should_stop():
+                return verdict
+            self._sleep(self.poll_interval)
+            verdict = decide(sent, self.evidence(sent, refresh=True, recent=recent), claimed())
+        return verdict
+
+
+def describe_jobs(jobs: Sequence[Job]) -> str:
+    """``"3f2c… (Queued), 9a1b… (Succeeded)"`` for messages."""
+    return ", ".join(f"{j.pk} ({j.status})" for j in jobs)
+
+

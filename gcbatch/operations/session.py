@@ -1,0 +1,120 @@
+"""Connect a study to its server: a ready client and a read-only view, or the sandbox.
+
+One call for every command that talks to a server::
+
+    study = open_study(manifest_path, connection)
+    with connect(study, connection) as session:
+        session.client        # GrandChallengeClient (thread-safe)
+        session.view          # ServerView: the GET-only questions
+
+Real servers: the token comes from :func:`gcbatch.api.settings.resolve_token` (flag, then
+environment); everything that can be wrong with it is a
+:class:`~gcbatch.errors.ConfigError` raised *before* any request.
+
+``--sandbox``: the embedded emulator runs in this process, behind an httpx transport (no
+port, no thread), with its state in ``.gcbatch/sandbox.db`` beside the manifest and the
+default seed, so successive commands (apply, then status, then download) see the same
+jobs, and jobs progress between runs because the sandbox derives statuses from time.
+The seed user ``demo``'s token (test data, not a secret) is used.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from gcbatch.api.client import GrandChallengeClient
+from gcbatch.api.server_view import ServerView
+from gcbatch.api.settings import Token, resolve_token
+from gcbatch.errors import ConfigError
+from gcbatch.events import Hook, ignore
+from gcbatch.operations.study import ConnectionOptions, Study
+
+__all__ = ["SANDBOX_DB", "SANDBOX_USER", "Session", "connect"]
+
+SANDBOX_DB = "sandbox.db"
+SANDBOX_USER = "demo"
+
+
+@dataclass
+class Session:
+    """An open connection. Close it (or use ``with``) to release the client and sandbox."""
+
+    client: GrandChallengeClient
+    _closers: list[Callable[[], None]] = field(default_factory=list, repr=False)
+
+    @property
+    def view(self) -> ServerView:
+        return ServerView(self.client)
+
+    def close(self) -> None:
+        while self._closers:
+            closer = self._closers.pop()
+            with contextlib.suppress(Exception):
+                closer()
+
+    def __enter__(self) -> Session:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _open_sandbox(state_dir: Path) -> tuple[Any, httpx.BaseTransport, Token]:
+    """The embedded sandbox: (app, in-process transport, demo token)."""
+    try:
+        from gcbatch.sandbox import SandboxApp
+        from gcbatch.sandbox.transport import SandboxTransport
+    except ImportError as exc:  # a partial installation
+        raise ConfigError(f"the embedded sandbox is not available: {exc}") from None
+    state_dir.mkdir(parents=True, exist_ok=True)
+    gitignore = state_dir / ".gitignore"
+    if not gitignore.exists():
+        # the sandbox's database is scratch state, never something to commit
+        gitignore.write_text("*\n", encoding="utf-8")
+    db = state_dir / SANDBOX_DB
+    try:
+        app = SandboxApp(db)
+    except Exception as exc:  # e.g. a database written by another gcbatch version
+        raise ConfigError(
+            f"the sandbox's state {db} cannot be opened ({type(exc).__name__}: {exc}); "
+            f"delete {state_dir} to start the sandbox afresh"
+        ) from None
+    return app, SandboxTransport(app), Token(app.token(SANDBOX_USER))
+
+
+def connect(
+    study: Study,
+    connection: ConnectionOptions,
+    *,
+    token_required: bool = True,
+    client_factory: Callable[..., GrandChallengeClient] = GrandChallengeClient,
+    on_event: Hook = ignore,
+) -> Session:
+    """Open a client for ``study``'s server (or start the sandbox). No request is sent.
+
+    ``token_required=False`` lets read-only commands run anonymously (the API answers
+    lists with what an anonymous user may see).
+    """
+    if study.sandbox:
+        app, transport, token = _open_sandbox(study.state_dir)
+        try:
+            client = client_factory(study.server, token, transport=transport,
+                                    on_event=on_event)
+        except BaseException:
+            app.close()
+            raise
+        session = Session(client=client)
+        session._closers += [app.close, client.close]
+        return session
+    client = client_factory(study.server,
+                            resolve_token(connection.token_file, required=token_required),
+                            on_event=on_event)
+    session = Session(client=client)
+    session._closers.append(client.close)
+    return session
