@@ -46,7 +46,7 @@ import json
 import os
 import socket
 import threading
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -372,11 +372,6 @@ class Lockfile:
     def with_case(self, case_id: str, entry: CaseEntry) -> Lockfile:
         cases = dict(self.cases)
         cases[case_id] = entry
-        return replace(self, cases=cases)
-
-    def without_case(self, case_id: str) -> Lockfile:
-        cases = dict(self.cases)
-        cases.pop(case_id, None)
         return replace(self, cases=cases)
 
     @property
@@ -736,17 +731,6 @@ def fold_case(entry: CaseEntry | None, event: Mapping[str, Any], *, source: str)
         history = tuple(replace(j, status=status) if j.pk == pk else j for j in entry.history)
         return replace(entry, history=history)
     raise LockfileError(f"{source}: unknown journal event {kind!r}")
-
-
-def apply_event(lockfile: Lockfile | None, event: Mapping[str, Any], *, source: str) -> Lockfile | None:
-    """Fold one journal event into the lockfile (pure; copies ``cases``: O(cases), so
-    fold many events with :func:`replay` or :class:`LockfileStore`, not in a loop of this)."""
-    if event.get("event") == "begin":
-        return _apply_begin(lockfile, event, source=source)
-    if lockfile is None:
-        raise LockfileError(f"{source}: journal does not start with a begin event")
-    case = _case_of(event, source=source)
-    return lockfile.with_case(case, fold_case(lockfile.cases.get(case), event, source=source))
 
 
 def replay(
@@ -1171,9 +1155,3 @@ class LockfileStore:
         tb: TracebackType | None,
     ) -> None:
         self.close()
-
-
-def iter_entries(lockfile: Lockfile) -> Iterator[tuple[str, CaseEntry]]:
-    """Entries sorted by case id."""
-    for cid in sorted(lockfile.cases):
-        yield cid, lockfile.cases[cid]
