@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import multiprocessing
 import os
+import re
 from dataclasses import replace
 from pathlib import Path
 
@@ -517,3 +518,29 @@ def test_dumps_and_parse_agree_with_the_generic_form(cases: dict[str, lf.CaseEnt
     text = lock.dumps()
     assert text == lf.indented_json(lock.as_json()) + "\n"
     assert lf.parse(text) == lock and lf.parse(v1_text(lock)) == lock
+
+
+def test_event_kinds_are_the_journal_words() -> None:
+    """The vocabulary is a file format: old journals must replay, new lines read as before."""
+    assert {k.value for k in lf.EventKind} == {
+        "begin", "intent", "submitted", "adopted", "rejected", "status"}
+    assert all(str(k) == f"{k}" == k.value and k == k.value for k in lf.EventKind)
+    assert json.dumps({"event": lf.EventKind.STATUS}) == '{"event": "status"}'
+
+
+def test_store_journal_lines_are_exact_bytes(tmp_path: Path) -> None:
+    """What the store appends (events holding EventKind members) is the plain JSON line."""
+    path = tmp_path / "study.lock"
+    with lf.LockfileStore.open(path, server=SERVER, algorithm=ALG) as st:
+        st.intent("c1", "sha256:1", inputs={"x": "ü"}, uploads=["a.mha"])
+        st.rejected("c1", "no credits")
+        raw = lf.journal_path_for(path).read_bytes()
+    masked = re.sub(rb'"at":"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ"', b'"at":"T"', raw)
+    assert masked == (
+        b'{"algorithm":{"api_url":"https://x/api/v1/algorithms/a1/","pk":"a1",'
+        b'"slug":"lung-nodule-detector"},"at":"T","event":"begin",'
+        b'"server":"https://grand-challenge.org/api/v1/"}\n'
+        b'{"at":"T","case":"c1","event":"intent","fingerprint":"sha256:1",'
+        b'"inputs":{"x":"\xc3\xbc"},"payload":null,"uploads":["a.mha"]}\n'
+        b'{"at":"T","case":"c1","event":"rejected","reason":"no credits"}\n'
+    )

@@ -33,7 +33,8 @@ sandbox ``study.sandbox.lock``):
     Held with ``fcntl.flock`` for the whole run; it holds ``{"pid", "host",
     "started_at"}`` so a second gcbatch can say who is in the way.
 
-Journal events (every one carries ``"event"``, ``"case"`` (except ``begin``) and ``"at"``):
+Journal events (every one carries ``"event"``, ``"case"`` (except ``begin``) and ``"at"``;
+the vocabulary is :class:`~gcbatch.lockfile.journal.EventKind`):
 
 ``begin``      ``server``, ``algorithm`` — written first in every fresh journal, so a
                crash before the first checkpoint still leaves a usable record.
@@ -56,7 +57,7 @@ The package, one concern per module (imports run down this list, never up)::
     encode    Lockfile → deterministic text (format 2), the fast writer
     records   the frozen values and their JSON forms; which server a lockfile belongs to
     decode    text (format 1 or 2) → Lockfile, the fast reader
-    journal   the append-only journal and folding its events (replay)
+    journal   the event vocabulary, the append-only journal, folding events (replay)
     oslock    the OS lock that keeps a second gcbatch out
     disk      load (with the journal folded in, read-only) and atomic save
     store     LockfileStore: lock → load → replay → journal-first events → checkpoints
@@ -70,7 +71,7 @@ from __future__ import annotations
 from gcbatch.lockfile.decode import READ_FORMAT_VERSIONS, parse
 from gcbatch.lockfile.disk import atomic_write_text, load, save
 from gcbatch.lockfile.encode import FORMAT_VERSION, indented_json
-from gcbatch.lockfile.journal import Journal, fold_case, read_journal, replay
+from gcbatch.lockfile.journal import EventKind, Journal, fold_case, read_journal, replay
 from gcbatch.lockfile.oslock import FileLock
 from gcbatch.lockfile.paths import journal_path_for, lockfile_path_for, oslock_path_for
 from gcbatch.lockfile.records import (
@@ -92,6 +93,7 @@ __all__ = [
     "TERMINAL_STATUSES",
     "AlgorithmRef",
     "CaseEntry",
+    "EventKind",
     "FileLock",
     "Intent",
     "JobRecord",

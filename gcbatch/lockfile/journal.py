@@ -6,8 +6,8 @@ and right after its answer (an outcome). Appending costs O(1) per event, where r
 a 100,000-case lockfile per event would not; a checkpoint folds the journal into the
 lockfile and truncates it (:class:`~gcbatch.lockfile.store.LockfileStore`).
 
-Every event carries ``"event"``, ``"at"`` and, except ``begin``, ``"case"``; what else
-each kind carries is in the package docstring. An ``intent`` with no
+Every event carries ``"event"`` (an :class:`EventKind`), ``"at"`` and, except ``begin``,
+``"case"``; what else each kind carries is in :class:`EventKind`. An ``intent`` with no
 later outcome for its case leaves the case **in doubt** (its entry's ``pending`` is set).
 
 Reading is forgiving only where a crash can leave a mark: a last line without its newline
@@ -24,6 +24,7 @@ import os
 import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import replace
+from enum import Enum
 from pathlib import Path
 from typing import IO, Any
 
@@ -37,6 +38,36 @@ from gcbatch.lockfile.records import (
     Malformed,
     check_belongs,
 )
+
+
+class EventKind(str, Enum):
+    """The journal's vocabulary: the ``"event"`` of each line.
+
+    A ``str`` Enum, so an event holding a member is written as the same JSON text as one
+    holding the plain string, and events read back from the file (plain strings) compare
+    equal to the members. There is no ``forget``: dropping a case is not journalled, it
+    checkpoints at once (:meth:`~gcbatch.lockfile.store.LockfileStore.forget`).
+    """
+
+    #: ``server``, ``algorithm``: written first in every fresh journal, so a crash before
+    #: the first checkpoint still leaves a usable record of whose lockfile this is.
+    BEGIN = "begin"
+    #: ``fingerprint``, ``inputs`` (socket → digest), ``uploads`` (filenames we chose),
+    #: ``payload`` (inputs as sent, free JSON for reconciliation): before the job POST.
+    INTENT = "intent"
+    #: ``job`` (a :class:`JobRecord` in full): the server created it.
+    SUBMITTED = "submitted"
+    #: ``job``: reconciliation found the job an in-doubt intent had created.
+    ADOPTED = "adopted"
+    #: ``reason``: the server definitely created nothing.
+    REJECTED = "rejected"
+    #: ``job`` (pk) and ``status``: the last status seen.
+    STATUS = "status"
+
+    def __str__(self) -> str:
+        # the JSON word in messages ("status event without a case id"), as StrEnum would
+        # give; that needs Python 3.11, and gcbatch still runs on 3.10
+        return self.value
 
 
 def read_journal(path: Path) -> tuple[list[dict[str, Any]], int]:
@@ -112,13 +143,13 @@ def fold_case(entry: CaseEntry | None, event: Mapping[str, Any], *, source: str)
     if entry is None:
         entry = CaseEntry()
     at = str(event.get("at") or "")
-    if kind == "intent":
+    if kind == EventKind.INTENT:
         try:
             intent = Intent.from_json({**event, "started_at": at})
         except Malformed as exc:
             raise LockfileError(f"{source}: intent event: {exc}") from None
         return replace(entry, pending=intent)
-    if kind in ("submitted", "adopted"):
+    if kind in (EventKind.SUBMITTED, EventKind.ADOPTED):
         job = _job_from_event(event, source)
         if any(old.pk == job.pk for old in entry.history):
             # an old event replayed over a state that already moved on (a crash between
@@ -134,9 +165,9 @@ def fold_case(entry: CaseEntry | None, event: Mapping[str, Any], *, source: str)
             history = (*history, entry.job)
         return CaseEntry(fingerprint=job.fingerprint, inputs=job.inputs, job=job,
                          history=history, pending=None)
-    if kind == "rejected":
+    if kind == EventKind.REJECTED:
         return replace(entry, pending=None)
-    if kind == "status":
+    if kind == EventKind.STATUS:
         status = str(event.get("status") or "")
         pk = event.get("job")
         if entry.job is not None and (pk is None or pk == entry.job.pk):
@@ -156,7 +187,7 @@ def replay(
     """
     cases: dict[str, CaseEntry] | None = None  # our own copy, once a case event came
     for event in events:
-        if event.get("event") == "begin":
+        if event.get("event") == EventKind.BEGIN:
             # the header only; the final replace() below puts ``cases`` back in
             lockfile = apply_begin(lockfile, event, source=source)
             continue

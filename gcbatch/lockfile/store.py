@@ -18,7 +18,7 @@ from types import TracebackType
 from typing import Any
 
 from gcbatch.lockfile.disk import load_as_on_disk, save
-from gcbatch.lockfile.journal import Journal, apply_begin, case_of, fold_case
+from gcbatch.lockfile.journal import EventKind, Journal, apply_begin, case_of, fold_case
 from gcbatch.lockfile.oslock import FileLock
 from gcbatch.lockfile.paths import journal_path_for, oslock_path_for
 from gcbatch.lockfile.records import AlgorithmRef, CaseEntry, JobRecord, Lockfile, utc_now
@@ -93,7 +93,7 @@ class LockfileStore:
                 save(path, existing)
             journal = Journal(journal_path_for(path))
             journal.truncate()
-            journal.append({"event": "begin", "server": existing.server,
+            journal.append({"event": EventKind.BEGIN, "server": existing.server,
                             "algorithm": existing.algorithm.as_json(), "at": utc_now()})
         except BaseException:
             oslock.release()
@@ -145,7 +145,7 @@ class LockfileStore:
         source = str(self._journal.path)
         with self._mutex:
             result: CaseEntry | None = None
-            if event.get("event") == "begin":
+            if event.get("event") == EventKind.BEGIN:
                 # only server/algorithm matter to a begin: the header is enough
                 header = apply_begin(self._header, event, source=source)
                 seq = self._journal.write(event)
@@ -184,7 +184,7 @@ class LockfileStore:
             for raw in events:
                 event = {"at": at, **raw}
                 stamped.append(event)
-                if event.get("event") == "begin":
+                if event.get("event") == EventKind.BEGIN:
                     header = apply_begin(header, event, source=source)
                     continue
                 case = case_of(event, source=source)
@@ -211,24 +211,27 @@ class LockfileStore:
         payload: Any = None,
     ) -> None:
         """Before the job POST: from here until an outcome, the case is in doubt."""
-        self.record({"event": "intent", "case": case, "fingerprint": fingerprint,
+        self.record({"event": EventKind.INTENT, "case": case, "fingerprint": fingerprint,
                      "inputs": dict(inputs), "uploads": list(uploads), "payload": payload})
 
     def submitted(self, case: str, job: JobRecord, *, durable: bool = True) -> None:
-        self.record({"event": "submitted", "case": case, "job": job.as_json()}, durable=durable)
+        self.record({"event": EventKind.SUBMITTED, "case": case, "job": job.as_json()},
+                    durable=durable)
 
     def adopted(self, case: str, job: JobRecord, *, durable: bool = True) -> None:
-        self.record({"event": "adopted", "case": case, "job": job.as_json()}, durable=durable)
+        self.record({"event": EventKind.ADOPTED, "case": case, "job": job.as_json()},
+                    durable=durable)
 
     def rejected(self, case: str, reason: str, *, durable: bool = True) -> None:
-        self.record({"event": "rejected", "case": case, "reason": reason}, durable=durable)
+        self.record({"event": EventKind.REJECTED, "case": case, "reason": reason},
+                    durable=durable)
 
     def status(self, case: str, job_pk: str, status: str) -> None:
-        self.record({"event": "status", "case": case, "job": job_pk, "status": status})
+        self.record({"event": EventKind.STATUS, "case": case, "job": job_pk, "status": status})
 
     def statuses(self, updates: Iterable[tuple[str, str, str]]) -> None:
         """Many ``(case, job pk, status)`` at once (one fsync): see :meth:`record_many`."""
-        self.record_many({"event": "status", "case": case, "job": pk, "status": status}
+        self.record_many({"event": EventKind.STATUS, "case": case, "job": pk, "status": status}
                          for case, pk, status in updates)
 
     def set_algorithm(self, algorithm: AlgorithmRef) -> None:
@@ -260,7 +263,7 @@ class LockfileStore:
             save(self.path, self._snapshot_locked())
             self._dirty = False
         self._journal.truncate()
-        self._journal.append({"event": "begin", "server": self._header.server,
+        self._journal.append({"event": EventKind.BEGIN, "server": self._header.server,
                               "algorithm": self._header.algorithm.as_json(),
                               "at": utc_now()})
         self._since_checkpoint = 0
