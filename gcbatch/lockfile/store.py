@@ -1,5 +1,5 @@
-"""The lockfile, its journal and its OS lock, tied together for one run: the executor's
-memory of what it submitted.
+"""The lockfile, its journal and its OS lock, tied together for one run (an apply, or a
+results command recording the statuses it saw).
 
 Opening takes the OS lock, loads the lockfile, replays the journal a crashed run left and
 checkpoints, so every run starts from a clean lockfile and a fresh journal. From then on
@@ -79,6 +79,11 @@ class LockfileStore:
         algorithm: AlgorithmRef,
         checkpoint_every: int = 500,
     ) -> LockfileStore:
+        """Lock, load, replay, checkpoint (see the class docstring); the caller closes.
+
+        The OS lock is released again if anything after taking it fails, so a refused
+        open (another server, a corrupt journal) leaves nothing held.
+        """
         oslock = FileLock(oslock_path_for(path))
         oslock.acquire()
         try:
@@ -215,18 +220,25 @@ class LockfileStore:
                      "inputs": dict(inputs), "uploads": list(uploads), "payload": payload})
 
     def submitted(self, case: str, job: JobRecord, *, durable: bool = True) -> None:
+        """The job POST answered with ``job``: it becomes the case's job (the one before
+        goes to its history) and the intent is resolved. ``durable``: see :meth:`record`."""
         self.record({"event": EventKind.SUBMITTED, "case": case, "job": job.as_json()},
                     durable=durable)
 
     def adopted(self, case: str, job: JobRecord, *, durable: bool = True) -> None:
+        """Reconciliation found ``job``, made by the case's in-doubt intent: folded as
+        :meth:`submitted`, journalled under its own kind (the journal shows it was adopted)."""
         self.record({"event": EventKind.ADOPTED, "case": case, "job": job.as_json()},
                     durable=durable)
 
     def rejected(self, case: str, reason: str, *, durable: bool = True) -> None:
+        """The server definitely created nothing: the intent is resolved, the case is no
+        longer in doubt and keeps whatever job it had."""
         self.record({"event": EventKind.REJECTED, "case": case, "reason": reason},
                     durable=durable)
 
     def status(self, case: str, job_pk: str, status: str) -> None:
+        """The last status seen of the case's job ``job_pk`` (or of one in its history)."""
         self.record({"event": EventKind.STATUS, "case": case, "job": job_pk, "status": status})
 
     def statuses(self, updates: Iterable[tuple[str, str, str]]) -> None:
@@ -251,6 +263,7 @@ class LockfileStore:
             self._checkpoint_locked()
 
     def checkpoint(self) -> None:
+        """Save the folded state and truncate the journal; nothing if nothing happened."""
         with self._mutex:
             self._checkpoint_locked()
 
@@ -269,6 +282,7 @@ class LockfileStore:
         self._since_checkpoint = 0
 
     def close(self) -> None:
+        """Checkpoint and let go; the OS lock is released even if the checkpoint fails."""
         try:
             with self._mutex:
                 self._checkpoint_locked()
