@@ -51,7 +51,8 @@ An ``intent`` with no later outcome for its case means the case is **in doubt**
 The executor should use :class:`LockfileStore`, which ties the three together and is
 thread-safe; the free functions are its parts (and what ``plan`` uses read-only).
 
-The package, one concern per module (imports run down this list, never up)::
+The package, one concern per module; each imports only modules above it in this list
+(``encode`` names the records for type checking only), so there is no cycle::
 
     paths     where the three files live, beside the manifest
     encode    Lockfile → deterministic text (format 2), the fast writer
