@@ -1,0 +1,1 @@
+"""Tests of gcbatch.lockfile, one file per module of the package."""

@@ -1,0 +1,38 @@
+"""The OS lock: a second gcbatch is refused and told who holds the lockfile
+(gcbatch.lockfile.oslock)."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+from pathlib import Path
+
+import pytest
+
+from gcbatch import lockfile as lf
+from gcbatch.errors import LockHeldError
+
+from .samples import ALG, SERVER
+
+
+def _try_lock(path: str, queue: multiprocessing.Queue) -> None:  # type: ignore[type-arg]
+    try:
+        lf.FileLock(Path(path)).acquire()
+        queue.put("acquired")
+    except LockHeldError as exc:
+        queue.put(str(exc))
+
+
+def test_os_lock_names_the_holder(tmp_path: Path) -> None:
+    path = tmp_path / "study.lock"
+    with lf.LockfileStore.open(path, server=SERVER, algorithm=ALG):
+        ctx = multiprocessing.get_context("fork")
+        queue = ctx.Queue()
+        proc = ctx.Process(target=_try_lock, args=(str(lf.oslock_path_for(path)), queue))
+        proc.start()
+        message = queue.get(timeout=20)
+        proc.join(timeout=20)
+        assert f"pid {os.getpid()}" in message and "held by another gcbatch" in message
+        with pytest.raises(LockHeldError):  # a second open in the same process, too
+            lf.LockfileStore.open(path, server=SERVER, algorithm=ALG)
+    lf.FileLock(lf.oslock_path_for(path)).acquire()  # released on close
