@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from gcbatch.files import atomic_write_bytes
 from gcbatch.perf import gc_paused
 
 CHUNK_SIZE = 1024 * 1024
@@ -154,15 +155,13 @@ class FileHasher:
         """Write the cache (atomically) if it changed; a cache we cannot write is skipped."""
         if self.cache_path is None or not self._dirty:
             return
-        from gcbatch.lockfile import atomic_write_text
-
         with self._lock:
             text = json.dumps({"version": CACHE_VERSION, "files": self._cache,
                                "json": self._json}, separators=(",", ":"), sort_keys=True)
             self._dirty = False
         with contextlib.suppress(OSError):  # a read-only checkout still works, only slower
             self.cache_path.parent.mkdir(parents=True, exist_ok=True)
-            atomic_write_text(self.cache_path, text)
+            atomic_write_bytes(self.cache_path, text.encode("utf-8"))
 
 
 def _fresh(table: dict[str, list[Any]], path: str, *, regular: bool = False

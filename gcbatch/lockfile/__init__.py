@@ -52,11 +52,11 @@ The executor should use :class:`LockfileStore`, which ties the three together an
 thread-safe; the free functions are its parts (and what ``plan`` uses read-only).
 
 The package, one concern per module; each imports only modules above it in this list
-(``encode`` names the records for type checking only), so there is no cycle::
+so there is no cycle::
 
     paths     where the three files live, beside the manifest
-    encode    Lockfile → deterministic text (format 2), the fast writer
     records   the frozen values and their JSON forms; which server a lockfile belongs to
+    encode    Lockfile → deterministic text (format 2), the fast writer
     decode    text (format 1 or 2) → Lockfile, the fast reader
     journal   the event vocabulary, the append-only journal, folding events (replay)
     oslock    the OS lock that keeps a second gcbatch out
@@ -70,13 +70,13 @@ LockfileStore``); the submodules are its rooms.
 from __future__ import annotations
 
 from gcbatch.lockfile.decode import READ_FORMAT_VERSIONS, parse
-from gcbatch.lockfile.disk import atomic_write_text, load, save
-from gcbatch.lockfile.encode import FORMAT_VERSION, indented_json
+from gcbatch.lockfile.disk import load, save
+from gcbatch.lockfile.encode import dumps, indented_json
 from gcbatch.lockfile.journal import EventKind, Journal, fold_case, read_journal, replay
 from gcbatch.lockfile.oslock import FileLock
 from gcbatch.lockfile.paths import journal_path_for, lockfile_path_for, oslock_path_for
 from gcbatch.lockfile.records import (
-    TERMINAL_STATUSES,
+    FORMAT_VERSION,
     AlgorithmRef,
     CaseEntry,
     Intent,
@@ -91,7 +91,6 @@ from gcbatch.lockfile.store import LockfileStore
 __all__ = [
     "FORMAT_VERSION",
     "READ_FORMAT_VERSIONS",
-    "TERMINAL_STATUSES",
     "AlgorithmRef",
     "CaseEntry",
     "EventKind",
@@ -101,8 +100,8 @@ __all__ = [
     "Journal",
     "Lockfile",
     "LockfileStore",
-    "atomic_write_text",
     "check_belongs",
+    "dumps",
     "fold_case",
     "indented_json",
     "journal_path_for",

@@ -13,6 +13,7 @@ from pathlib import Path
 from gcbatch.errors import LockfileError
 from gcbatch.files import atomic_write_bytes
 from gcbatch.lockfile.decode import parse
+from gcbatch.lockfile.encode import dumps
 from gcbatch.lockfile.journal import read_journal, replay
 from gcbatch.lockfile.paths import journal_path_for
 from gcbatch.lockfile.records import Lockfile, check_belongs
@@ -65,12 +66,6 @@ def load_as_on_disk(
     return lockfile, as_on_disk
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` so a reader sees the old or the new file, never half
-    (durably, through a unique part file only its owner may read)."""
-    atomic_write_bytes(path, text.encode("utf-8"))
-
-
 def save(path: Path, lockfile: Lockfile) -> None:
     """Atomically write the lockfile's deterministic text to ``path``."""
-    atomic_write_text(path, lockfile.dumps())
+    atomic_write_bytes(path, dumps(lockfile).encode("utf-8"))

@@ -15,15 +15,10 @@ so the package's imports run one way. Reading is :mod:`~gcbatch.lockfile.decode`
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from gcbatch.lockfile.records import FORMAT_VERSION, CaseEntry, Lockfile
 from gcbatch.perf import gc_paused
-
-if TYPE_CHECKING:
-    from gcbatch.lockfile.records import CaseEntry, Lockfile
-
-#: The lockfile format this gcbatch writes (the one :func:`dumps` and ``as_json`` produce).
-FORMAT_VERSION = 2
 
 
 def dumps(lockfile: Lockfile) -> str:

@@ -15,18 +15,20 @@ that a lockfile belongs to one server and one algorithm.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
 from gcbatch.errors import LockfileError
-from gcbatch.lockfile import encode
-from gcbatch.lockfile.encode import FORMAT_VERSION
 from gcbatch.perf import frozen_instance
+from gcbatch.statuses import TERMINAL_STATUSES
 
 #: Statuses after which a job never changes on its own.
-TERMINAL_STATUSES = frozenset({"Succeeded", "Failed", "Cancelled"})
 
+
+#: The lockfile format this gcbatch writes (what ``as_json`` and
+#: :func:`~gcbatch.lockfile.encode.dumps` produce).
+FORMAT_VERSION = 2
 
 def utc_now() -> str:
     """The current time as ``2026-11-27T14:00:00Z`` (seconds; what the lockfile stores)."""
@@ -257,18 +259,6 @@ class Lockfile:
             "algorithm": self.algorithm.as_json(),
             "cases": {cid: self.cases[cid].as_json() for cid in sorted(self.cases)},
         }
-
-    def dumps(self) -> str:
-        """The deterministic text (same state → same bytes): ``indented_json(self.as_json())``
-        and a newline, written by :func:`~gcbatch.lockfile.encode.dumps` in under half the
-        time."""
-        return encode.dumps(self)
-
-    def with_case(self, case_id: str, entry: CaseEntry) -> Lockfile:
-        """A copy with ``case_id`` set to ``entry`` (copies ``cases``: O(cases))."""
-        cases = dict(self.cases)
-        cases[case_id] = entry
-        return replace(self, cases=cases)
 
     @property
     def in_doubt(self) -> tuple[str, ...]:

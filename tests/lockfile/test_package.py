@@ -9,7 +9,7 @@ from pathlib import Path
 import gcbatch.lockfile as lf
 
 #: The order of gcbatch/lockfile/__init__.py's docstring: each imports only earlier ones.
-LAYERS = ("paths", "encode", "records", "decode", "journal", "oslock", "disk", "store")
+LAYERS = ("paths", "records", "encode", "decode", "journal", "oslock", "disk", "store")
 
 
 def _imported_rooms(module: str) -> set[str]:
@@ -36,7 +36,7 @@ def test_the_face_exports_what_callers_import() -> None:
     assert all(hasattr(lf, name) for name in lf.__all__)
     # what gcbatch, tests and benchmarks import from gcbatch.lockfile today
     assert {
-        "TERMINAL_STATUSES", "AlgorithmRef", "CaseEntry", "FileLock", "Intent", "JobRecord",
-        "Lockfile", "LockfileStore", "atomic_write_text", "indented_json", "journal_path_for",
+        "AlgorithmRef", "CaseEntry", "FileLock", "Intent", "JobRecord",
+        "Lockfile", "LockfileStore", "indented_json", "journal_path_for",
         "load", "lockfile_path_for", "oslock_path_for", "parse", "save", "utc_now",
     } <= set(lf.__all__)

@@ -15,7 +15,7 @@ from .samples import ALG, SERVER, varied
 
 
 def test_omissions_exactly_when_equal_or_default() -> None:
-    cases = json.loads(varied().dumps())["cases"]
+    cases = json.loads(lf.dumps(varied()))["cases"]
     jobs = {cid: set(e["job"]) for cid, e in cases.items() if e["job"] is not None}
     short = {"api_url", "pk", "status", "submitted_at"}
     assert jobs["usual"] == jobs["no-inputs"] == jobs["resubmitted"] == jobs["in-doubt"] == short

@@ -105,8 +105,8 @@ def test_store_bytes_equal_a_pure_fold(tmp_path: Path) -> None:
             st.record(event)
         events, _ = lf.read_journal(journal)
         expected = lf.replay(lf.Lockfile(SERVER, ALG), events)
-        assert expected is not None and st.lockfile.dumps() == expected.dumps()
-    assert path.read_text() == expected.dumps()
+        assert expected is not None and lf.dumps(st.lockfile) == lf.dumps(expected)
+    assert path.read_text() == lf.dumps(expected)
 
 
 def test_checkpoint_interval_scales_with_the_lockfile(tmp_path: Path) -> None:

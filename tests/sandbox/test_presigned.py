@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -52,15 +53,18 @@ def test_presigned_put_works_without_a_token(strict_storage: RunningSandbox) -> 
 
 
 def test_gcbatch_uploader_never_sends_the_token_to_storage(
-    strict_storage: RunningSandbox,
+    strict_storage: RunningSandbox, tmp_path: Path
 ) -> None:
     from gcbatch.api.client import GrandChallengeClient
     from gcbatch.api.uploads import Uploader
 
     sb = strict_storage
+    lab = tmp_path / "lab.json"
+    lab.write_bytes(b'{"hemoglobin": 13}')
     since = sb.admin.requests()["last"]
     with GrandChallengeClient(sb.api_url, sb.token("demo")) as client:
-        result = Uploader(client).upload_bytes(b'{"hemoglobin": 13}', "lab.json")
+        uploader = Uploader(client)
+        result = uploader.send(uploader.create("lab.json"), lab)
     assert result.upload.status == "Completed"
     log = sb.admin.requests(since=since)["requests"]
     storage = [e for e in log if e["path"].startswith("/_storage/")]
