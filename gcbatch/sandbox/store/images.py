@@ -36,14 +36,45 @@ class ImageQueries:
         row = self.conn.execute(f"SELECT {IMAGE_COLS} FROM images WHERE pk=?", (pk,)).fetchone()
         return None if row is None else ImageRow(*row)
 
-    def images(
-        self, where: str, args: Sequence[Any], limit: int, offset: int
+    def list_images(
+        self,
+        user: str,
+        seed_pks: Sequence[str],
+        *,
+        name: str | None,
+        job_inputs: Sequence[str],
+        job_outputs: Sequence[str],
+        among: Sequence[str] | None,
+        limit: int,
+        offset: int,
     ) -> tuple[int, list[ImageRow]]:
+        """(count, one page) of the images ``user`` owns or may see as ``seed_pks``,
+        filtered by name, by the jobs that took or made them (any of them), and to
+        ``among`` (None: no such filter), ordered by pk."""
+        marks = ",".join("?" for _ in seed_pks) or "NULL"
+        where = [f"(owner=? OR pk IN ({marks}))"]
+        args: list[Any] = [user, *seed_pks]
+        if name:
+            where.append("name=?")
+            args.append(name)
+        for role, jobs in (("in", job_inputs), ("out", job_outputs)):
+            if jobs:
+                marks = ",".join("?" for _ in jobs)
+                where.append(
+                    "pk IN (SELECT image FROM job_values "
+                    f"WHERE role='{role}' AND image IS NOT NULL AND job IN ({marks}))"
+                )
+                args.extend(jobs)
+        if among is not None:
+            marks = ",".join("?" for _ in among) or "NULL"
+            where.append(f"pk IN ({marks})")
+            args.extend(among)
+        clause = " AND ".join(where)
         count = int(
-            self.conn.execute(f"SELECT COUNT(*) FROM images WHERE {where}", args).fetchone()[0]
+            self.conn.execute(f"SELECT COUNT(*) FROM images WHERE {clause}", args).fetchone()[0]
         )
         rows = self.conn.execute(
-            f"SELECT {IMAGE_COLS} FROM images WHERE {where} ORDER BY pk LIMIT ? OFFSET ?",
+            f"SELECT {IMAGE_COLS} FROM images WHERE {clause} ORDER BY pk LIMIT ? OFFSET ?",
             (*args, limit, offset),
         ).fetchall()
         return count, [ImageRow(*r) for r in rows]
