@@ -129,16 +129,6 @@ def canonical_json(value: Any) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
-_TYPE_NAMES = {
-    "integer": "integer",
-    "number": "number",
-    "string": "string",
-    "boolean": "boolean",
-    "object": "object",
-    "array": "array",
-}
-
-
 def _is_type(value: Any, name: str) -> bool:
     if name == "integer":
         # JSON Schema counts 2.0 as an integer; booleans are never numbers.
