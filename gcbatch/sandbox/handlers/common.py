@@ -1,5 +1,5 @@
-"""Answers that belong to no resource: a missing trailing slash, an unknown URL, and
-writes the platform refuses before any view runs."""
+"""Answers that belong to no resource: a missing trailing slash, and writes the platform
+refuses before any view runs."""
 
 from __future__ import annotations
 
@@ -24,10 +24,6 @@ def append_slash(ctx: Ctx) -> Response:
     query = urlencode([(k, v) for k, vs in req.query.items() for v in vs])
     location = f"{req.base_url}{req.path}/" + (f"?{query}" if query else "")
     return Response(301, (("Location", location),), b"")
-
-
-def not_found(ctx: Ctx, **_: str) -> Response:
-    return not_found_page()
 
 
 def refuse_write(ctx: Ctx, **_: str) -> Response:
