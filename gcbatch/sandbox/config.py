@@ -16,6 +16,9 @@ from typing import Any
 
 GIB = 1024**3
 
+# Credits are counted over a rolling month, in whole UTC days (docs/fidelity.md).
+MONTH_SECONDS = 30 * 86400.0
+
 
 @dataclass(frozen=True)
 class SandboxConfig:

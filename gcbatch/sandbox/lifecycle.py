@@ -7,10 +7,11 @@ Statuses (as recorded in ``gc-observed/job-status-sequences.json``)::
     Validating inputs (forever)            (the platform bug, see below)
 
 Each job stores its creation time and the phase durations in force when it was made
-(``schedule``). Its status is a function of the clock: the app "advances" due jobs at the
-start of every request, applying the side effects of crossing a boundary — at the end of
-validation the uploads are checked, turned into inputs and consumed; at the end the
-outputs appear (or the job fails). A zero duration makes a job jump straight through.
+(``schedule``). Its status is a function of the clock: ``jobrunner.py`` "advances" due
+jobs at the start of every request, applying the side effects of crossing a boundary — at
+the end of validation the uploads are checked, turned into inputs and consumed; at the end
+the outputs appear (``outputs.py``; or the job fails). A zero duration makes a job jump
+straight through.
 
 **Upload checks at the end of validation** (:func:`check_upload_contents`): an upload that
 was never completed → Cancelled; an Image socket given bytes that are no image we know
@@ -127,16 +128,6 @@ def iso_duration(seconds: float) -> str:
 def canonical_json(value: Any) -> str:
     """The one text of a JSON value used for identity (dedup keys, digests)."""
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-
-
-_TYPE_NAMES = {
-    "integer": "integer",
-    "number": "number",
-    "string": "string",
-    "boolean": "boolean",
-    "object": "object",
-    "array": "array",
-}
 
 
 def _is_type(value: Any, name: str) -> bool:

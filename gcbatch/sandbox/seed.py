@@ -240,13 +240,6 @@ class Seed:
         object.__setattr__(self, "_algorithms", {a.pk: a for a in self.algorithms})
         object.__setattr__(self, "_algorithms_slug", {a.slug: a for a in self.algorithms})
         object.__setattr__(self, "_archives", {a.pk: a for a in self.archives})
-        images: dict[str, SeedImage] = {}
-        for archive in self.archives:
-            for item in archive.items:
-                for value in item.values:
-                    if value.image is not None:
-                        images[value.image.pk] = value.image
-        object.__setattr__(self, "_images", images)
 
     def user_by_token(self, token: str) -> User | None:
         return self._by_token.get(token)  # type: ignore[attr-defined, no-any-return]
@@ -268,9 +261,6 @@ class Seed:
 
     def archive(self, pk: str) -> Archive | None:
         return self._archives.get(pk)  # type: ignore[attr-defined, no-any-return]
-
-    def seed_images(self) -> Mapping[str, SeedImage]:
-        return self._images  # type: ignore[attr-defined, no-any-return]
 
 
 def stable_uuid(kind: str, name: str) -> str:

@@ -1,0 +1,39 @@
+"""Algorithms (``algorithms/``) and their images (``algorithms/images/``, not emulated:
+always an empty list, and any one of them is not found)."""
+
+from __future__ import annotations
+
+from gcbatch.sandbox.context import Ctx
+from gcbatch.sandbox.http import Response
+from gcbatch.sandbox.ids import is_uuid
+from gcbatch.sandbox.pagination import paginate
+from gcbatch.sandbox.responses import detail, json_response
+
+
+def listing(ctx: Ctx) -> Response:
+    algs = ctx.visibility.algorithms(ctx.user)
+    slug = ctx.req.first("slug")
+    if slug:
+        algs = [a for a in algs if a.slug == slug]
+    return paginate(
+        ctx.req, ctx.config, [ctx.render.algorithm(ctx.base_url, a) for a in algs], ctx.allow
+    )
+
+
+def retrieve(ctx: Ctx, pk: str) -> Response:
+    alg = ctx.seed.algorithm(pk.lower()) if is_uuid(pk) else None
+    if alg is None or not alg.visible_to(None if ctx.user is None else ctx.user.name):
+        return detail(
+            404,
+            "No Algorithm matches the given query." if is_uuid(pk) else "Not found.",
+            allow=ctx.allow,
+        )
+    return json_response(200, ctx.render.algorithm(ctx.base_url, alg), allow=ctx.allow)
+
+
+def images(ctx: Ctx) -> Response:
+    return paginate(ctx.req, ctx.config, [], ctx.allow)
+
+
+def image_detail(ctx: Ctx, pk: str) -> Response:
+    return detail(404, "Not found.", allow=ctx.allow)

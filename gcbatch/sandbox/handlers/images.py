@@ -1,0 +1,63 @@
+"""Images (``cases/images/``): the user's own (made from uploads or output by their jobs),
+the images of jobs they ran, and those in archives they may see."""
+
+from __future__ import annotations
+
+from gcbatch.sandbox.context import Ctx
+from gcbatch.sandbox.http import Response
+from gcbatch.sandbox.ids import is_uuid, norm_uuid
+from gcbatch.sandbox.pagination import page, page_params
+from gcbatch.sandbox.responses import detail, json_response
+
+
+def listing(ctx: Ctx) -> Response:
+    req, user = ctx.req, ctx.user
+    limit, offset = page_params(req, ctx.config)
+    if user is None:
+        return page(req, 0, [], limit, offset, ctx.allow)
+    # Outputs are made lazily; an image a job output must exist before it can be listed.
+    ctx.outputs.ensure_for_user(user)
+    name = req.query.get("name")
+    found: dict[str, list[str]] = {}
+    for param in ("job_input", "job_output"):
+        values = [v for v in req.query.get(param, ()) if v]
+        bad = [v for v in values if not is_uuid(v)]
+        if bad:
+            return json_response(
+                400, {param: [f"“{bad[0]}” is not a valid value."]}, allow=ctx.allow
+            )
+        found[param] = [norm_uuid(v) for v in values]
+    among: list[str] | None = None
+    archives = [v for v in req.query.get("archive", ()) if v]
+    if archives:
+        among = []
+        for value in archives:
+            if not is_uuid(value):
+                return json_response(
+                    400, {"archive": [f"“{value}” is not a valid value."]}, allow=ctx.allow
+                )
+            archive = ctx.seed.archive(norm_uuid(value))
+            if archive is not None:
+                among.extend(v.image.pk for i in archive.items for v in i.values if v.image)
+    count, rows = ctx.store.list_images(
+        user.name,
+        ctx.visibility.seed_image_pks(user),
+        name=name[-1] if name and name[-1] else None,
+        job_inputs=found["job_input"],
+        job_outputs=found["job_output"],
+        among=among,
+        limit=limit,
+        offset=offset,
+    )
+    return page(
+        req, count, [ctx.render.image(ctx.base_url, r) for r in rows], limit, offset, ctx.allow
+    )
+
+
+def retrieve(ctx: Ctx, pk: str) -> Response:
+    if not is_uuid(pk):
+        return detail(404, "Not found.", allow=ctx.allow)
+    img = ctx.store.image(norm_uuid(pk))
+    if img is None or not ctx.visibility.image(img, ctx.user):
+        return detail(404, "No Image matches the given query.", allow=ctx.allow)
+    return json_response(200, ctx.render.image(ctx.base_url, img), allow=ctx.allow)
