@@ -2,7 +2,7 @@
 
 ``SandboxApp.handle(Request) -> Response`` is the whole emulator; the transports in
 ``server.py`` (real HTTP) and ``transport.py`` (in-process httpx) only move bytes. Every
-behaviour follows the recorded exchanges in ``shared/gc-observed/`` (they win over
+behaviour follows the recorded exchanges in ``tests/data/gc-observed/`` (they win over
 prose): status codes, body shapes, key order, error messages word for word. Where the
 sandbox deliberately differs, the code says so and ``docs/fidelity.md`` lists it.
 

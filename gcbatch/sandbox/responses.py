@@ -1,6 +1,6 @@
 """The shapes of the sandbox's answers: DRF's JSON errors, S3's XML errors, plain pages.
 
-Every message here is the platform's, word for word (``shared/gc-observed/`` wins over
+Every message here is the platform's, word for word (``tests/data/gc-observed/`` wins over
 prose), because clients match on them. A handler that must stop early raises
 :class:`HttpError` with the answer, which keeps validation code linear.
 """
