@@ -27,7 +27,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("state", ("gcbatch.lockfile", "gcbatch.hashing")),
     ("api", ("gcbatch.api",)),
     ("base", ("gcbatch.errors", "gcbatch.events", "gcbatch.statuses", "gcbatch.perf",
-              "gcbatch.files", "gcbatch")),
+              "gcbatch.files", "gcbatch.interrupts", "gcbatch")),
 )
 #: the emulator: imports only itself; only these may import it
 SANDBOX = "gcbatch.sandbox"

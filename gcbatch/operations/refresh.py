@@ -20,6 +20,7 @@ from gcbatch import lockfile as lockmod
 from gcbatch.api.models import ArchiveItem, Job
 from gcbatch.errors import LockHeldError
 from gcbatch.events import Hook, StatusesNotRecorded, ignore
+from gcbatch.interrupts import uninterrupted
 from gcbatch.lockfile import AlgorithmRef, Lockfile
 from gcbatch.operations.session import Session
 from gcbatch.operations.study import Study
@@ -114,8 +115,10 @@ def _record(study: Study, algorithm: AlgorithmRef,
     lock; LockHeldError when another gcbatch holds it (nothing is written then). An
     update for a case whose current job is no longer that job (an apply replaced it
     meanwhile) lands on the old job in the history, which is what it describes."""
-    # no intermediate checkpoints: the batch is checkpointed once, on close
-    with lockmod.LockfileStore.open(study.lockfile, server=study.server, algorithm=algorithm,
-                                    checkpoint_every=1_000_000_000) as store:
+    # no intermediate checkpoints: the batch is checkpointed once, on close; Ctrl-C waits
+    # for the store to be closed (a KeyboardInterrupt inside it could leave its lock taken)
+    with uninterrupted(), lockmod.LockfileStore.open(
+            study.lockfile, server=study.server, algorithm=algorithm,
+            checkpoint_every=1_000_000_000) as store:
         known = store.lockfile.cases
         store.statuses(u for u in updates if u[0] in known)
