@@ -18,10 +18,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gcbatch import lockfile as lf
-from gcbatch import sources
 from gcbatch.hashing import FileHasher
 from gcbatch.manifest import load_manifest, parse_manifest, read_yaml, validation, yaml_reader
-from gcbatch.sources import expand
+from gcbatch.sources import expand, expander
 
 ROOT = Path(__file__).resolve().parent.parent
 YAMLS = sorted(glob.glob(str(ROOT / "examples" / "**" / "*.yaml"), recursive=True)
@@ -149,7 +148,7 @@ def test_json_values_come_from_the_cache_unopened_and_unchanged(
     def no_reading(full: str) -> Any:
         raise AssertionError(f"opened {full}")
 
-    monkeypatch.setattr(sources, "_load_json_file", no_reading)
+    monkeypatch.setattr(expander, "_load_json_file", no_reading)
     warm = expand(m, hasher=FileHasher(cache))
     assert warm == cold
     assert [c.inputs[0].value for c in warm.cases] == [c.inputs[0].value for c in plain.cases]
