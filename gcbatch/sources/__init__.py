@@ -11,16 +11,18 @@ One module per concept:
 - :mod:`~gcbatch.sources.model`: the values (:class:`Source`, :class:`Case`,
   :class:`Expansion`, ...).
 
-Not pure: expansion reads the file system, because a case *is* its files. It only ever
-reads, never writes (the hasher's cache is saved by the caller, ``hasher.save()``):
+Not pure: expansion reads the file system, because a case *is* its files (and a JSON
+source's value). It only reads, never writes; what it learns goes into the hasher's
+in-memory cache, which the caller saves (``hasher.save()``):
 
-- ``foreach: {glob: ...}`` and ``file``/``files`` sources: the glob's directory listings,
-  or one ``os.stat`` for a path without wildcards (to tell a regular file from a folder
-  or nothing);
+- ``foreach: {glob: ...}``: the glob's directory listings;
+- ``file``/``files`` sources: the glob's directory listings and a ``stat`` per match (only
+  regular files count), or one ``os.stat`` for a path without wildcards;
 - ``json`` sources: each JSON file is opened and parsed once per run (a ``stat`` first
   when the hasher keeps JSON values); with a :class:`~gcbatch.hashing.FileHasher`, a file
   unchanged (size, mtime) since an earlier run is only ``stat``-ed, its value and digest
-  coming from the hash cache. This happens with ``hasher=None`` too: the value *is* the input;
+  coming from the hash cache. They are read with ``hasher=None`` too: their value is the
+  input itself, not only a part of a fingerprint;
 - a ``.json`` file given as ``file``: opened and parsed (up to
   :data:`~gcbatch.sources.expander.JSON_CHECK_LIMIT`) to check it is JSON, since a JSON
   file socket given other bytes hangs the job on the platform;
