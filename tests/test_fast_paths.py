@@ -19,11 +19,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gcbatch import lockfile as lf
-from gcbatch import manifest as mf
-from gcbatch import sources
 from gcbatch.hashing import FileHasher
-from gcbatch.manifest import parse_manifest, read_yaml
-from gcbatch.sources import expand
+from gcbatch.manifest import load_manifest, parse_manifest, read_yaml, validation, yaml_reader
+from gcbatch.sources import expand, expander
 
 ROOT = Path(__file__).resolve().parent.parent
 YAMLS = sorted(glob.glob(str(ROOT / "examples" / "**" / "*.yaml"), recursive=True)
@@ -41,7 +39,7 @@ def old_file(path: Path, text: str) -> Path:
 # --------------------------------------------------------------------------- YAML
 
 
-@pytest.mark.skipif(mf._CLoader is None, reason="PyYAML without libyaml")
+@pytest.mark.skipif(yaml_reader._CLoader is None, reason="PyYAML without libyaml")
 @pytest.mark.parametrize("path", YAMLS, ids=lambda p: Path(p).name)
 def test_libyaml_reads_what_pyyaml_reads(path: str) -> None:
     text = Path(path).read_text(encoding="utf-8", errors="replace")
@@ -112,8 +110,8 @@ _CASE = st.one_of(
 @settings(max_examples=400, deadline=None)
 @given(_CASE)
 def test_the_schema_shortcut_never_accepts_what_the_schema_refuses(case: Any) -> None:
-    _, item = mf._split_validators()
-    if mf._plainly_valid_case(case):
+    _, item = validation._split_validators()
+    if validation._plainly_valid_case(case):
         assert list(item.iter_errors(case)) == []
 
 
@@ -141,7 +139,7 @@ def test_json_values_come_from_the_cache_unopened_and_unchanged(
     path = old_file(tmp_path / "m.yaml", "version: 1\nalgorithm: a\ncases:\n"
                     "  - foreach: {glob: 'v/*.json'}\n    id: 'c{stem}'\n"
                     "    inputs:\n      x: {json: '{path}'}\n")
-    m = mf.load_manifest(path)
+    m = load_manifest(path)
     cache = tmp_path / "cache.json"
     plain = expand(m, hasher=None)
     first = FileHasher(cache)
@@ -151,7 +149,7 @@ def test_json_values_come_from_the_cache_unopened_and_unchanged(
     def no_reading(full: str) -> Any:
         raise AssertionError(f"opened {full}")
 
-    monkeypatch.setattr(sources, "_load_json_file", no_reading)
+    monkeypatch.setattr(expander, "_load_json_file", no_reading)
     warm = expand(m, hasher=FileHasher(cache))
     assert warm == cold
     assert [c.inputs[0].value for c in warm.cases] == [c.inputs[0].value for c in plain.cases]
