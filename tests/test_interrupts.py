@@ -13,10 +13,9 @@ from gcbatch.interrupts import uninterrupted
 
 def test_ctrl_c_inside_is_raised_after_the_section_ends() -> None:
     done: list[str] = []
-    with pytest.raises(KeyboardInterrupt):
-        with uninterrupted():
-            os.kill(os.getpid(), signal.SIGINT)
-            done.append("the rest of the section ran")
+    with pytest.raises(KeyboardInterrupt), uninterrupted():
+        os.kill(os.getpid(), signal.SIGINT)
+        done.append("the rest of the section ran")
     assert done == ["the rest of the section ran"]
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
