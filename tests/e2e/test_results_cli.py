@@ -291,9 +291,12 @@ def test_wait_ctrl_c_leaves_the_lockfile_consistent(
     ages = [60, 61]
     manifest = _study(tmp_path, ages)
     lock_path = _lock(manifest, sb, ages, _create_jobs(sb, ages))
+    # as on a terminal: Ctrl-C delivered (a test run started in the background inherits
+    # SIGINT ignored, and Python keeps an ignored SIGINT ignored)
     proc = subprocess.Popen(_cmd(sb, "wait", str(manifest), "--poll-interval", "1s"),
                             env=_env(sb), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, cwd=ROOT)
+                            text=True, cwd=ROOT,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         deadline = time.time() + 30
         while time.time() < deadline:  # until the first poll was recorded
