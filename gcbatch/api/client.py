@@ -97,7 +97,7 @@ class GrandChallengeClient:
     ``transport`` replaces the network (``httpx.MockTransport``, the sandbox's in-process
     transport). ``verify`` is True, False (never for real use) or a CA bundle path.
     ``sleep`` and ``clock`` are injectable so tests of the retry loop do not wait.
-    ``on_retry(message)`` is called before each retry's wait (for progress/log lines).
+    ``on_event`` receives a :class:`~gcbatch.events.RequestRetried` before each retry's wait.
     """
 
     def __init__(
