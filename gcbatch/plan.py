@@ -27,7 +27,7 @@ from enum import Enum
 from operator import attrgetter
 from typing import Any
 
-from gcbatch.lockfile import CaseEntry, Intent, Lockfile
+from gcbatch.lockfile import CaseEntry, Lockfile
 from gcbatch.perf import frozen_instance
 from gcbatch.sources import Case, PendingGenerator
 from gcbatch.statuses import FAILED_STATUSES
@@ -164,7 +164,7 @@ def _for_case(case: Case, entry: CaseEntry | None, view: ServerFacts | None,
 
 def _from_lockfile(case: Case, entry: CaseEntry | None, view: ServerFacts | None,
                    retry_failed: bool) -> Action:
-    if entry is not None and entry.pending is not None and _post_may_have_gone(entry.pending):
+    if entry is not None and entry.pending is not None and entry.pending.may_have_posted:
         pending = entry.pending
         note = "" if pending.fingerprint == case.fingerprint else \
             "; the inputs have changed since"
@@ -189,16 +189,6 @@ def _from_lockfile(case: Case, entry: CaseEntry | None, view: ServerFacts | None
         return Action(ActionKind.RETRY_FAILED, case.id, f"job {_short(job.pk)} ended {status}",
                       (), job.pk, status, case.fingerprint)
     return _unchanged(case.id, entry, view)  # (the fingerprints are equal)
-
-
-def _post_may_have_gone(intent: Intent) -> bool:
-    """Whether an unfinished submission may have made a job: its job POST may have gone
-    out (stage ``post``) or we cannot tell (a payload of another tool or version). An
-    intent still at stage ``upload`` never sent its POST: certainly no job, so the case is
-    not in doubt (apply resumes its uploads); a definite refusal also puts it back there."""
-    payload = intent.payload
-    return not (isinstance(payload, dict) and payload.get("v") == 1
-                and payload.get("stage") == "upload")
 
 
 def settled_fingerprints(lockfile: Lockfile | None, *, retry_failed: bool = False,

@@ -157,6 +157,16 @@ class Intent:
     #: the inputs as sent (JSON), for reconciliation; free-form for the executor
     payload: Any = field(default=None, hash=False)
 
+    @property
+    def may_have_posted(self) -> bool:
+        """Whether this unfinished submission may have made a job: its job POST may have
+        gone out (stage ``post``), or its payload is not gcbatch's v1 and we cannot tell.
+        An intent still at stage ``upload`` never sent its POST (or its POST was refused):
+        certainly no job, so its case is not in doubt."""
+        payload = self.payload
+        return not (isinstance(payload, dict) and payload.get("v") == 1
+                    and payload.get("stage") == "upload")
+
     def as_json(self) -> dict[str, Any]:
         return {
             "fingerprint": self.fingerprint,
@@ -262,8 +272,9 @@ class Lockfile:
 
     @property
     def in_doubt(self) -> tuple[str, ...]:
-        """Case ids with an intent and no outcome, sorted."""
-        return tuple(sorted(cid for cid, e in self.cases.items() if e.pending is not None))
+        """Case ids whose submission may have made a job we do not know, sorted."""
+        return tuple(sorted(cid for cid, e in self.cases.items()
+                            if e.pending is not None and e.pending.may_have_posted))
 
 
 def check_belongs(
