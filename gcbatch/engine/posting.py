@@ -25,6 +25,7 @@ from __future__ import annotations
 import calendar
 import time
 
+from gcbatch.api.uploads import SourceChangedError
 from gcbatch.engine.context import CaseParked, RunContext
 from gcbatch.engine.outcomes import Outcome
 from gcbatch.engine.parking import Parked, Parking
@@ -130,7 +131,13 @@ class Posting:
                 if not ahead.take():
                     raise run.stop_case(case.id, Outcome.WAITING, "not submitted (stopped)")
                 journal_intent(run, case, sent.at_stage(Stage.UPLOAD))
-                sent = self.uploading.ensure(case, sent)
+                try:
+                    sent = self.uploading.ensure(case, sent)
+                except SourceChangedError as exc:
+                    # this case's own input moved under us: it fails, before any POST;
+                    # the other cases are not affected (no stop of the run)
+                    run.store.rejected(case.id, str(exc))
+                    raise run.stop_case(case.id, Outcome.FAILED, str(exc)) from None
             self._post_until_done(case, sent, retrying=retrying, ahead=ahead, posts=posts)
         finally:
             ahead.release()

@@ -372,3 +372,47 @@ def test_a_file_case_killed_before_its_post_whose_upload_expired_is_not_adopted(
     rows = list(csv.DictReader((out / "results.csv").open()))
     assert [r["case_id"] for r in rows] == ["f1"]
     assert rows[0]["job_pk"] == lock.cases["f1"].job.pk
+
+
+# --------------------------------------------------------------------------- bytes sent
+
+
+def test_a_file_rewritten_after_fingerprinting_fails_its_case_before_its_post(
+    sandbox_process: Callable[..., SandboxProcess], tmp_path: Path
+) -> None:
+    # the first upload is held 4 s by the server: time to rewrite the first case's scan
+    sb = sandbox_process(settings=UNLIMITED,
+                         faults=["POST uploads/:latency=4000:times=1"])
+    images = image_study(tmp_path, 3)
+    first = tmp_path / "scans" / "s0000.mha"
+    original = first.read_bytes()
+    log, out = tmp_path / "apply.log", tmp_path / "apply.json"
+    env = {k: v for k, v in os.environ.items() if k != "GCBATCH_SERVER"}
+    env.update(GRAND_CHALLENGE_AUTHORIZATION=TOKEN, NO_COLOR="1")
+    with out.open("wb") as stdout, log.open("wb") as stderr:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "gcbatch", "apply", str(images), "--server", sb.api_url,
+             "--concurrency", "1", "--keep-going", "--json"],
+            cwd=tmp_path, env=env, stdout=stdout, stderr=stderr)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not any(
+            r["path"] == "/api/v1/algorithms/" for r in sb.admin.requests(0)["requests"]):
+        time.sleep(0.05)
+    time.sleep(1.5)
+    changed = bytearray(original)
+    changed[-1] ^= 0xFF  # same size, other bytes
+    first.write_bytes(bytes(changed))
+    assert proc.wait(timeout=120) == 1, log.read_text()
+    report = json.loads(out.read_text())
+    outcomes = {c["case"]: c for c in report["cases"]}
+    assert outcomes["scan-s0000"]["outcome"] == "failed"
+    assert "changed since apply fingerprinted it" in outcomes["scan-s0000"]["message"]
+    assert {outcomes[c]["outcome"] for c in ("scan-s0001", "scan-s0002")} == {"submitted"}
+    jobs = settle(sb, "lung-nodule-detector")
+    names = image_names(sb)
+    made_for = sorted(names[next(i["image"] for i in j["inputs"] if i["image"])]
+                      .split(".gcb-")[0] for j in jobs)
+    assert made_for == ["scan-s0001", "scan-s0002"]  # no job for the changed case
+    lock = load(tmp_path / "images.lock")
+    assert lock is not None and not lock.in_doubt and lock.cases["scan-s0000"].job is None
+
