@@ -310,7 +310,8 @@ class Reconciler:
             if item.kind == "uploads":
                 pks: set[str] = set()
                 for f in item.files:
-                    pks.update(self._list_image_pks(f.name))
+                    if ".gcb-" in f.name:  # our handles (a MetaImage data file keeps its name)
+                        pks.update(self._list_image_pks(f.name))
                 named[item.socket] = frozenset(pks)
         gone: dict[str, bool] = {}
         if sent.stage == Stage.POST:

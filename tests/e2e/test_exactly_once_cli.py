@@ -416,3 +416,64 @@ def test_a_file_rewritten_after_fingerprinting_fails_its_case_before_its_post(
     lock = load(tmp_path / "images.lock")
     assert lock is not None and not lock.in_doubt and lock.cases["scan-s0000"].job is None
 
+
+
+# --------------------------------------------------------------------------- .mhd + .raw
+
+
+def test_mhd_pairs_keep_the_data_file_name_and_a_renamed_one_is_cancelled(
+    sandbox_process: Callable[..., SandboxProcess], tmp_path: Path
+) -> None:
+    import shutil
+
+    example = Path(__file__).resolve().parents[2] / "examples" / "mhd-pair"
+    study = tmp_path / "mhd-pair"
+    shutil.copytree(example, study)
+    sb = sandbox_process(settings=UNLIMITED)
+    # the answer to the first job POST is lost: the pair's job is found by its header's name
+    sb.admin.set_faults(["POST algorithms/jobs/:drop_after_commit:1:times=1"])
+    result = run_cli(["apply", str(study / "study.yaml"), "--server", sb.api_url, "--json"],
+                     tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert run_cli(["wait", str(study / "study.yaml"), "--server", sb.api_url,
+                    "--timeout", "60"], tmp_path).returncode == 0
+    jobs = settle(sb, "lung-nodule-detector")
+    assert sorted(j["status"] for j in jobs) == ["Succeeded", "Succeeded"]
+    names = sorted(n for n in image_names(sb).values() if ".gcb-" in n)
+    assert [n.split(".gcb-")[0] for n in names] == ["vol-chest-a", "vol-chest-b"]
+    assert all(n.endswith(".mhd") for n in names)
+    # the platform's rule, in the sandbox: a data file uploaded under another name than
+    # the header gives cannot be imported, the job ends Cancelled
+    with sb.client("demo") as http:
+        alg = http.get("algorithms/", params={"slug": "lung-nodule-detector"}).json()
+        pks = []
+        for name, path in (("x.mhd", "chest-a.mhd"), ("renamed.raw", "chest-a.raw")):
+            data = (study / "volumes" / path).read_bytes()
+            up = http.post("uploads/", json={"filename": name}).json()
+            urls = http.patch(f"uploads/{up['pk']}/{up['s3_upload_id']}/generate-presigned-urls/",
+                              json={"part_numbers": [1]}).json()["presigned_urls"]
+            etag = httpx_put(urls["1"], data)
+            done = http.patch(f"uploads/{up['pk']}/{up['s3_upload_id']}/complete-multipart-upload/",
+                              json={"parts": [{"ETag": etag, "PartNumber": 1}]})
+            assert done.status_code == 200, done.text
+            pks.append(up["api_url"])
+        made = http.post("algorithms/jobs/", json={
+            "algorithm": alg["results"][0]["api_url"],
+            "inputs": [{"interface": "ct-image", "user_uploads": pks}]})
+        assert made.status_code == 201, made.text
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        status = next(j for j in server_jobs(sb, "lung-nodule-detector")
+                      if j["pk"] == made.json()["pk"])["status"]
+        if status == "Cancelled":
+            break
+        time.sleep(0.3)
+    assert status == "Cancelled"
+
+
+def httpx_put(url: str, data: bytes) -> str:
+    import httpx
+
+    response = httpx.put(url, content=data)
+    assert response.status_code == 200, response.text
+    return str(response.headers["etag"])
