@@ -236,11 +236,19 @@ class GrandChallengeClient:
                     "user_uploads": [self.url(f"uploads/{pk}/") for pk in item.upload_pks]}
         return {"interface": item.socket, "user_upload": self.url(f"uploads/{item.upload_pk}/")}
 
-    def create_job(self, algorithm_url: str, inputs: Sequence[JobInput]) -> Job:
-        """POST a job. Never retried; see the module docstring for the outcome contract."""
+    def create_job(self, algorithm_url: str, inputs: Sequence[JobInput], *,
+                   timeout: float | None = None) -> Job:
+        """POST a job. Never retried; see the module docstring for the outcome contract.
+
+        ``timeout``: seconds to wait for the answer (between any two bytes of it); a
+        POST that hangs longer is unanswered (:class:`InDoubtError`), never resent here.
+        """
         url = self.url("algorithms/jobs/")
         body = {"algorithm": algorithm_url, "inputs": [self.job_input_json(i) for i in inputs]}
-        request = self._http.client.build_request("POST", url, json=body)
+        request = self._http.client.build_request(
+            "POST", url, json=body,
+            timeout=None if timeout is None else httpx.Timeout(
+                timeout, connect=min(10.0, timeout), pool=max(60.0, timeout)))
         self._http.count()
         try:
             response = self._http.post_direct(request)

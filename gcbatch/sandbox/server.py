@@ -43,10 +43,15 @@ from urllib.parse import parse_qs, urlsplit
 
 from gcbatch.sandbox.faults import (
     DROP_AFTER_COMMIT,
+    GARBLE,
+    LATE_COMMIT,
     RESET,
     STATUS,
     FaultInjector,
     fault_response,
+    garble_response,
+    late_commit_answer,
+    schedule_late,
 )
 from gcbatch.sandbox.http import Request, Response
 
@@ -403,6 +408,14 @@ class SandboxHTTPServer(socketserver.ThreadingMixIn, socketserver.TCPServer):
             if rule.action == DROP_AFTER_COMMIT:
                 self._call_app(request)
                 raise _Abort(rule.close)
+            if rule.action == LATE_COMMIT:
+                schedule_late(decision.commit_after_s, lambda: self._call_app(request))
+                answer = late_commit_answer(rule)
+                if answer is None:
+                    raise _Abort(rule.close)
+                return answer
+            if rule.action == GARBLE:
+                return garble_response(rule, self._call_app(request))
         return self._call_app(request)
 
     def _call_app(self, request: Request) -> Response:
