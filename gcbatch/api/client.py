@@ -245,9 +245,10 @@ class GrandChallengeClient:
         """
         url = self.url("algorithms/jobs/")
         body = {"algorithm": algorithm_url, "inputs": [self.job_input_json(i) for i in inputs]}
+        # (no timeout given: the client's default; httpx reads timeout=None as "no limit")
         request = self._http.client.build_request(
             "POST", url, json=body,
-            timeout=None if timeout is None else httpx.Timeout(
+            timeout=httpx.USE_CLIENT_DEFAULT if timeout is None else httpx.Timeout(
                 timeout, connect=min(10.0, timeout), pool=max(60.0, timeout)))
         self._http.count()
         try:

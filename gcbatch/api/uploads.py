@@ -68,8 +68,11 @@ DEFAULT_CHUNK = 1 * MIB
 #: presigned URLs are requested for this many parts at a time (they expire after ~1 h,
 #: so asking for all 10,000 up front could leave late parts with dead URLs)
 PRESIGN_BATCH = 16
-#: bytes read ahead of the in-order hash that are held for it (more are read again)
-HASH_BUFFER = 64 * MIB
+#: bytes read ahead of the in-order hash that are held for it; chunks beyond are read
+#: again when the hash reaches them (and must not have changed). Small on purpose: an
+#: upload streams in 1 MiB chunks whatever the file's size, and a second read of a chunk
+#: costs less than holding parts of several parallel PUTs in memory.
+HASH_BUFFER = 4 * MIB
 
 ProgressFn = Callable[[int], None]
 
