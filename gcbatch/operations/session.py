@@ -9,7 +9,10 @@ One call for every command that talks to a server::
 
 Real servers: the token comes from :func:`gcbatch.api.settings.resolve_token` (flag, then
 environment); everything that can be wrong with it is a
-:class:`~gcbatch.errors.ConfigError` raised *before* any request.
+:class:`~gcbatch.errors.ConfigError` raised *before* any request. So is a server that only
+the manifest names and the user has not allowed
+(:func:`gcbatch.api.settings.check_server_allowed`): the token is bound to servers the
+user chose.
 
 ``--sandbox``: the embedded emulator runs in this process, behind an httpx transport (no
 port, no thread), with its state in ``.gcbatch/sandbox.db`` beside the manifest and the
@@ -30,7 +33,7 @@ import httpx
 
 from gcbatch.api.client import GrandChallengeClient
 from gcbatch.api.server_view import ServerView
-from gcbatch.api.settings import Token, resolve_token
+from gcbatch.api.settings import ServerChoice, Token, check_server_allowed, resolve_token
 from gcbatch.errors import ConfigError
 from gcbatch.events import Hook, ignore
 from gcbatch.operations.study import ConnectionOptions, Study
@@ -112,6 +115,8 @@ def connect(
         session = Session(client=client)
         session._closers += [app.close, client.close]
         return session
+    check_server_allowed(ServerChoice(study.server, study.server_source),
+                         manifest=study.manifest.display)
     client = client_factory(study.server,
                             resolve_token(connection.token_file, required=token_required),
                             on_event=on_event)
