@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from gcbatch.files import atomic_write_bytes
+from gcbatch.files import atomic_write_bytes, read_state, refuse_link
 from gcbatch.perf import gc_paused
 
 CHUNK_SIZE = 1024 * 1024
@@ -87,6 +87,9 @@ class FileHasher:
         self._dirty = False
         self._lock = threading.Lock()
         if cache_path is not None:
+            # its folder (``.gcbatch/``) and the file itself may come with a cloned study:
+            # neither is written through a link (StateFileError, before anything else)
+            refuse_link(cache_path.parent, "folder of gcbatch's local state")
             self._cache, self._json = _read_cache(cache_path)
 
     def cached_json(self, path: str) -> tuple[Any, str] | None:
@@ -161,7 +164,7 @@ class FileHasher:
             self._dirty = False
         with contextlib.suppress(OSError):  # a read-only checkout still works, only slower
             self.cache_path.parent.mkdir(parents=True, exist_ok=True)
-            atomic_write_bytes(self.cache_path, text.encode("utf-8"))
+            atomic_write_bytes(self.cache_path, text.encode("utf-8"), state="hash cache")
 
 
 def _fresh(table: dict[str, list[Any]], path: str, *, regular: bool = False
@@ -184,11 +187,16 @@ def _fresh(table: dict[str, list[Any]], path: str, *, regular: bool = False
 
 def _read_cache(path: Path) -> tuple[dict[str, list[Any]], dict[str, list[Any]]]:
     """(file digests, JSON values). A missing, unreadable or foreign cache is an empty one
-    (it is only a cache); an older one without JSON values is fine."""
+    (it is only a cache); an older one without JSON values is fine. A link is refused
+    (:class:`~gcbatch.errors.StateFileError`). Entries are checked like any input: a
+    size and an mtime that are integers, a digest that is one; others are dropped."""
     try:
+        raw = read_state(path, "hash cache")
+        if raw is None:
+            return {}, {}
         with gc_paused():
-            data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+            data = json.loads(raw.decode("utf-8"))
+    except (OSError, ValueError, RecursionError):
         return {}, {}
     if not isinstance(data, dict) or data.get("version") != CACHE_VERSION:
         return {}, {}
@@ -198,12 +206,23 @@ def _read_cache(path: Path) -> tuple[dict[str, list[Any]], dict[str, list[Any]]]
     values = data.get("json")
     return {
         k: v for k, v in files.items()
-        if isinstance(v, list) and len(v) == 3 and isinstance(v[2], str)
+        if isinstance(v, list) and len(v) == 3 and _stamp(v) and _is_digest(v[2])
     }, {
         k: v for k, v in (values.items() if isinstance(values, dict) else ())
-        if isinstance(v, list) and len(v) == 4 and isinstance(v[2], str)
-        and isinstance(v[3], str)
+        if isinstance(v, list) and len(v) == 4 and _stamp(v) and isinstance(v[2], str)
+        and len(v[2]) <= JSON_CACHE_MAX * 6 and _is_digest(v[3])
     }
+
+
+def _stamp(entry: list[Any]) -> bool:
+    """``[size, mtime_ns, ...]`` with plain integers (not bools)."""
+    return type(entry[0]) is int and type(entry[1]) is int and entry[0] >= 0
+
+
+def _is_digest(text: Any) -> bool:
+    # (shape only: a wrong digest of the right shape only makes a fingerprint differ,
+    # and checking 100,000 of them character by character is felt on every run)
+    return isinstance(text, str) and len(text) == 71 and text.startswith("sha256:")
 
 
 def default_cache_path(manifest: Path) -> Path:
