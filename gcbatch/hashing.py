@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from gcbatch.files import atomic_write_bytes, read_state, refuse_link
+from gcbatch.jsonvalues import too_deep
 from gcbatch.perf import gc_paused
 
 CHUNK_SIZE = 1024 * 1024
@@ -101,8 +102,10 @@ class FileHasher:
         text = cached[2]
         try:
             value = _SCALARS[text] if text in _SCALARS else json.loads(text)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, RecursionError):
             return None
+        if isinstance(value, (list, dict)) and too_deep(value):
+            return None  # not a value we cached (the file itself decides)
         return value, str(cached[3])
 
     def cached_json_digest(self, path: str) -> str | None:

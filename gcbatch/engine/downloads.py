@@ -67,6 +67,7 @@ from gcbatch.engine.download_record import (
 )
 from gcbatch.errors import GcbatchError
 from gcbatch.events import BytesReceived, DownloadPlanned, FileDone, Hook, ignore
+from gcbatch.manifest.semantics import reserved_id_problem
 
 PART_SUFFIX = ".gcbatch-part"
 
@@ -172,6 +173,9 @@ def plan_tasks(jobs: Mapping[str, Job]) -> list[Task]:
         if not job.succeeded:
             continue
         case_dir = safe_relative(case_id, what="case id")
+        reserved = reserved_id_problem(case_id)
+        if reserved is not None:  # (a lockfile edited by hand: the manifest refuses it)
+            raise UnsafePathError(f"refusing to write case {case_id!r}: {reserved}")
         used: dict[PurePosixPath, str] = {}
         for output in sorted(job.outputs, key=lambda o: o.socket_slug):
             kind = output_kind(output)

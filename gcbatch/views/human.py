@@ -153,6 +153,8 @@ class HumanView:
     # -- results --------------------------------------------------------------------------------
 
     def show_validation(self, result: ValidateResult) -> None:
+        for warning in result.warnings:
+            self.warn(warning.render())
         for checked in result.checked:
             if not checked.findings:
                 self._print(f"{checked.path}: ok ({checked.summary})", err=True)
