@@ -71,9 +71,11 @@ def _checked(fd: int, path: Path, what: str, *, written: bool) -> int:
     return fd
 
 
-def open_state(path: Path, flags: int, what: str, mode: int = 0o644) -> int:
-    """``os.open`` for a state file: never through a symbolic link, only a regular file
-    with no other name (see the module docstring). ``what`` names it in messages."""
+def open_state(path: Path, flags: int, what: str, mode: int = 0o644, *,
+               in_place: bool = False) -> int:
+    """``os.open`` for a state file: never through a symbolic link, only a regular file,
+    with no other name when it is opened for writing or ``in_place`` (a file gcbatch
+    changes in place, even if this open only reads it). ``what`` names it in messages."""
     try:
         fd = os.open(path, flags | _NOFOLLOW | _NONBLOCK, mode)
     except OSError as exc:
@@ -85,14 +87,15 @@ def open_state(path: Path, flags: int, what: str, mode: int = 0o644) -> int:
         raise
     if _NONBLOCK:
         os.set_blocking(fd, True)
-    return _checked(fd, path, what, written=bool(flags & (os.O_WRONLY | os.O_RDWR)))
+    return _checked(fd, path, what,
+                    written=in_place or bool(flags & (os.O_WRONLY | os.O_RDWR)))
 
 
-def read_state(path: Path, what: str) -> bytes | None:
+def read_state(path: Path, what: str, *, in_place: bool = False) -> bytes | None:
     """The bytes of a state file (None when there is none), read as :func:`open_state`
     allows: never through a link, never a FIFO (which would block) or a device."""
     try:
-        fd = open_state(path, os.O_RDONLY, what)
+        fd = open_state(path, os.O_RDONLY, what, in_place=in_place)
     except FileNotFoundError:
         return None
     with os.fdopen(fd, "rb") as fh:

@@ -97,7 +97,7 @@ class DownloadState:
         return os.fdopen(fd, "ab")
 
     def _load(self) -> None:
-        data = files.read_state(self.path, _WHAT)
+        data = files.read_state(self.path, _WHAT, in_place=True)
         if data is None:
             return
         for raw in data.split(b"\n"):

@@ -89,7 +89,7 @@ def read_journal(path: Path) -> tuple[list[dict[str, Any]], int]:
     regular file (:func:`gcbatch.files.read_state`).
     """
     try:
-        data = read_state(path, "journal")
+        data = read_state(path, "journal", in_place=True)
     except OSError as exc:
         raise LockfileError(f"{path}: cannot read the journal: {exc.strerror}") from None
     if data is None:
