@@ -216,8 +216,8 @@ def missing_outputs(jobs: Mapping[str, Job], algorithm: Algorithm | None
         if interface is None:
             continue
         present = {o.socket_slug for o in job.outputs if output_kind(o) is not None}
-        missing += [(case_id, socket.slug) for socket in interface.outputs
-                    if socket.slug not in present]
+        missing += [(case_id, slug) for slug in sorted(s.slug for s in interface.outputs)
+                    if slug not in present]
     return missing
 
 
