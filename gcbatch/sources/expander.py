@@ -335,10 +335,24 @@ def _load_json_file(path: str) -> Any:
     waited on), at most :data:`JSON_VALUE_MAX` bytes of it, and its value may nest at
     most ``MAX_DEPTH`` levels: :class:`_Unusable` otherwise."""
     fd = os.open(path, os.O_RDONLY | _NONBLOCK)
-    with os.fdopen(fd, "rb") as fh:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
             raise _Unusable("not a regular file (a FIFO, a socket or a device?)")
-        data = fh.read(JSON_VALUE_MAX + 1)
+        # plain os.read, no buffered file object (100,000 small files: a third of the
+        # time); one byte more than the file holds shows a file that grew past the limit
+        want = min(st.st_size, JSON_VALUE_MAX) + 1
+        parts: list[bytes] = []
+        got = 0
+        while got < want:
+            chunk = os.read(fd, want - got)
+            if not chunk:
+                break
+            parts.append(chunk)
+            got += len(chunk)
+    finally:
+        os.close(fd)
+    data = parts[0] if len(parts) == 1 else b"".join(parts)
     if len(data) > JSON_VALUE_MAX:
         raise _Unusable(f"larger than {JSON_VALUE_MAX // (1024 * 1024)} MiB, more than a "
                         "job's request may carry")
