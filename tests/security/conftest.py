@@ -1,4 +1,18 @@
-"""Fixtures of the security suite: the other host, scripted servers, a user's home."""
+"""The hostile suite of issue 14: one test file per promise, the attacker's kit in
+``hostile.py``, fixtures here (the other host, scripted servers, a user's home).
+
+=================================================  ==========================================
+the token is bound to servers the user chose       ``test_token_binding.py``
+nothing goes out before everything local is checked ``test_local_first.py``
+state files never through links; records checked   ``test_state_files.py``
+every read is bounded (servers and local files)    ``test_bounded_reads.py``
+exit 2 with file:line / exit 1, never a traceback  ``test_clear_errors.py``
+reserved names, letter-case clashes                ``test_reserved_names.py``
+missing outputs are reported                       ``test_missing_outputs.py``
+the sandbox on a workstation                       ``test_sandbox_exposure.py``,
+                                                   ``test_sandbox_memory.py``
+=================================================  ==========================================
+"""
 
 from __future__ import annotations
 
