@@ -7,8 +7,10 @@
   the way back (a server on a bad day, or a man in the middle).
 - :class:`ScriptedServer`: raw TCP on loopback; each connection is handed to a script
   that writes whatever bytes it likes, as slowly as it likes (drips, huge bodies).
-- :func:`run_cli`: ``python -m gcbatch ...`` in a child process, with its exit code, its
-  output and its peak memory (``wait4``'s ``ru_maxrss`` of that child alone).
+- :func:`run_cli`: ``gcbatch ...`` in a child process, with its exit code, its output and
+  its peak memory (the ``VmHWM`` of its own process image, read by the child as it exits:
+  ``wait4``'s ``ru_maxrss`` would count the parent's memory at the fork, a test worker's
+  hundreds of MB).
 """
 
 from __future__ import annotations
@@ -190,6 +192,26 @@ class ScriptedServer:
 # --------------------------------------------------------------------------- the CLI
 
 
+#: the child: gcbatch's CLI, writing its peak RSS (VmHWM, kB) to $GCBATCH_TEST_PEAK at exit
+_LAUNCH = """
+import atexit, os, sys
+
+def _peak():
+    try:
+        with open("/proc/self/status") as fh:
+            kb = next(line.split()[1] for line in fh if line.startswith("VmHWM:"))
+    except (OSError, StopIteration):
+        kb = "0"
+    with open(os.environ["GCBATCH_TEST_PEAK"], "w") as out:
+        out.write(kb)
+
+atexit.register(_peak)
+sys.argv[0] = "gcbatch"
+from gcbatch.cli import main
+main()
+"""
+
+
 @dataclass(frozen=True)
 class Run:
     code: int
@@ -219,25 +241,21 @@ def cli_env(*, token: str | None = SECRET, home: Path | None = None,
 
 def run_cli(args: Sequence[str], cwd: Path, env: Mapping[str, str], *,
             timeout: float = 120, prefix: Sequence[str] = ()) -> Run:
-    """``[prefix...] python -m gcbatch ARGS``; its exit code, output and peak RSS."""
+    """``[prefix...] gcbatch ARGS``; its exit code, output and peak RSS."""
+    peak = cwd / ".run-peak"
     with (cwd / ".run-out").open("w+b") as out, (cwd / ".run-err").open("w+b") as err:
-        proc = subprocess.Popen([*prefix, sys.executable, "-m", "gcbatch", *args], cwd=cwd,
-                                env=dict(env), stdout=out, stderr=err,
-                                stdin=subprocess.DEVNULL)
-        timer = threading.Timer(timeout, proc.kill)
-        timer.start()
-        try:
-            _, status, usage = os.wait4(proc.pid, 0)
-        finally:
-            timer.cancel()
-        proc.returncode = os.waitstatus_to_exitcode(status)
+        done = subprocess.run([*prefix, sys.executable, "-c", _LAUNCH, *args], cwd=cwd,
+                              env={**env, "GCBATCH_TEST_PEAK": str(peak)}, stdout=out,
+                              stderr=err, stdin=subprocess.DEVNULL, timeout=timeout,
+                              check=False)
         out.seek(0)
         err.seek(0)
         text_out = out.read().decode("utf-8", errors="replace")
         text_err = err.read().decode("utf-8", errors="replace")
-    for name in (".run-out", ".run-err"):
-        (cwd / name).unlink()
-    return Run(proc.returncode, text_out, text_err, usage.ru_maxrss * 1024)
+    kb = int(peak.read_text() or 0) if peak.exists() else 0
+    for name in (".run-out", ".run-err", ".run-peak"):
+        (cwd / name).unlink(missing_ok=True)
+    return Run(done.returncode, text_out, text_err, kb * 1024)
 
 
 def assert_clean_failure(run: Run, code: int, *needles: str) -> None:
