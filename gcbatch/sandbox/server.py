@@ -496,6 +496,11 @@ class SandboxHTTPServer(socketserver.ThreadingMixIn, socketserver.TCPServer):
         except ValueError:
             return self.bound_host not in ("localhost",)
 
+    @property
+    def open_connections(self) -> int:
+        """Connections being served now (each has a thread)."""
+        return self._open
+
     def process_request(self, request: Any, client_address: Any) -> None:
         """A thread per connection, up to :attr:`max_connections`; past them a 503 at once
         (from the accepting thread, without reading anything)."""

@@ -13,7 +13,7 @@ import json
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -46,6 +46,13 @@ def _exchange(port: int, raw: bytes, *, timeout: float = 5.0) -> tuple[int, byte
         except (ConnectionResetError, TimeoutError):
             closed = True
         return int(head.split(b" ")[1]), data, closed
+
+
+def _until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "the server did not get there"
+        time.sleep(0.02)
 
 
 def _head(method: str, path: str, *lines: str) -> bytes:
@@ -120,8 +127,9 @@ def test_body_bytes_in_flight_and_connections_are_capped(echo_app: Any) -> None:
             "POST", "/x", "Content-Length: 2097152"))
         assert (status, b"Retry-After: 1" in answer, closed) == (503, True, True)
         assert echo_app.paths() == []
+        _until(lambda: server.open_connections == 0)  # (that one's thread has ended)
         idle = [socket.create_connection(("127.0.0.1", server.port)) for _ in range(2)]
-        time.sleep(0.2)  # both accepted and waiting for a request
+        _until(lambda: server.open_connections == 2)  # both accepted, waiting
         status, answer, _ = _exchange(server.port, _head("GET", "/third"))
         assert status == 503 and b"too many connections" in answer
         for sock in idle:

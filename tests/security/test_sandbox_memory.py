@@ -88,9 +88,14 @@ def test_six_parallel_unauthenticated_1_gib_posts(sandbox_process: Any) -> None:
             answered += 1
     for thread in attackers:
         thread.join(60)
+    # each attacker read the refusal, unless the reset that ends its flood got there first
+    # (a peer that keeps sending after the close may lose what it had not read yet)
+    expected = [b"HTTP/1.1 401", b"HTTP/1.1 401", b"HTTP/1.1 401", b"HTTP/1.1 403",
+                b"HTTP/1.1 403", b"HTTP/1.1 401"]
     statuses = [r["answer"][:12] for r in results]
-    assert statuses == [b"HTTP/1.1 401", b"HTTP/1.1 401", b"HTTP/1.1 401", b"HTTP/1.1 403",
-                        b"HTTP/1.1 403", b"HTTP/1.1 401"], results
+    assert all(got in (want, b"") for got, want in zip(statuses, expected, strict=True)), \
+        results
+    assert sum(1 for got in statuses if got) >= 3, results
     # the server took a few MiB of each, then closed: not the 6 GiB declared
     assert sum(r["sent"] for r in results) < 6 * 64 * MIB, [r["sent"] for r in results]
     assert _peak_rss(proc.pid) < BOUND, _peak_rss(proc.pid)
