@@ -38,6 +38,7 @@ from gcbatch.engine.reconcile import (
     NoJob,
     Reconciler,
     Wait,
+    choose_hint,
     describe_jobs,
     find_existing,
 )
@@ -321,8 +322,7 @@ class Posting:
             return build_sent(run, case)
         jobs = verdict.jobs if isinstance(verdict, (Ambiguous, Wait)) else ()
         run.outcome(case.id, Outcome.IN_DOUBT,
-                    f"{verdict.reason}: {describe_jobs(jobs)}; choose one with `gcbatch "
-                    "adopt`, or run apply with --resubmit-in-doubt to send it again")
+                    f"{verdict.reason}: {describe_jobs(jobs)}; {choose_hint(case.id)}")
         return None
 
     # -- the server's duplicate check ---------------------------------------------------------------
