@@ -28,6 +28,7 @@ its one job with :func:`relate`.
 from __future__ import annotations
 
 import contextlib
+import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -120,7 +121,11 @@ def _own_tag(sent: Sent) -> str:
 
 
 def _short(value: Any, limit: int = 30) -> str:
-    text = repr(value) if not isinstance(value, str) else f'"{value}"'
+    """A value as JSON, shortened (``true``, not Python's ``True``)."""
+    try:
+        text = json.dumps(value, ensure_ascii=False, sort_keys=True)
+    except (TypeError, ValueError):
+        text = repr(value)
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
@@ -326,13 +331,17 @@ def read_names(view: ServerView, pks: Iterable[str], *, budget: int) -> dict[str
 
 def examine(view: ServerView, algorithm_pk: str, sent: Sent, jobs: Sequence[Job], *,
             case_id: str, claimed_by: Mapping[str, str],
+            known_names: dict[str, str] | None = None,
             lookups: int = NAME_LOOKUPS) -> Examination:
     """The verdict and the listing for one in-doubt attempt (GETs only: image names, the
-    case's uploads). ``jobs``: the algorithm's jobs, read once for every case."""
+    case's uploads). ``jobs``: the algorithm's jobs, read once for every case;
+    ``known_names``: image names read for earlier cases (updated), so no image is asked
+    for twice."""
     reconciler = Reconciler.for_view(view, algorithm_pk)
     evidence = reconciler.evidence(sent, jobs=tuple(jobs))
     verdict = decide(sent, evidence, frozenset(claimed_by))
-    names: dict[str, str] = {}
+    cache = known_names if known_names is not None else {}
+    names: dict[str, str] = dict(cache)
     ours = {f.name for f in sent.uploads}
     for socket, pks in evidence.named_images.items():
         item = next(i for i in sent.inputs if i.socket == socket)
@@ -348,6 +357,8 @@ def examine(view: ServerView, algorithm_pk: str, sent: Sent, jobs: Sequence[Job]
             unknown += unread
     # a name that cannot be read leaves its job out of the listing (counted in ``more``)
     with contextlib.suppress(ApiError, TransportError):
-        names.update(read_names(view, unknown, budget=lookups))
+        read = read_names(view, unknown, budget=lookups)
+        names.update(read)
+        cache.update(read)
     shown, more = listing(sent, jobs, names, case_id=case_id, claimed_by=claimed_by)
     return Examination(case_id, verdict, shown, more)

@@ -119,6 +119,7 @@ def _examine_in_doubt(session: Session, algorithm_pk: str, result: Plan,
     once, and only when some case is in doubt)."""
     jobs: tuple[Job, ...] | None = None
     claimed_by: dict[str, str] = {}
+    names: dict[str, str] = {}  # image names read, shared by the cases
     examined = []
     for action in result.actions:
         if action.kind != ActionKind.IN_DOUBT:
@@ -139,5 +140,6 @@ def _examine_in_doubt(session: Session, algorithm_pk: str, result: Plan,
                     if job is not None:
                         claimed_by.setdefault(job.pk, cid)
         examined.append(examine(session.view, algorithm_pk, sent, jobs,
-                                case_id=action.case_id, claimed_by=claimed_by))
+                                case_id=action.case_id, claimed_by=claimed_by,
+                                known_names=names))
     return tuple(examined)

@@ -35,6 +35,7 @@ from gcbatch.operations.study import ConnectionOptions, Study, open_study
 from gcbatch.sandbox.app import SandboxApp
 from gcbatch.sandbox.config import SandboxConfig
 from gcbatch.sandbox.faults import FaultInjector, FaultPlan
+from gcbatch.sandbox.lifecycle import make_mha
 from gcbatch.sandbox.transport import SandboxTransport
 from gcbatch.targeting import Targeting
 from gcbatch.views.machine import JsonView
@@ -235,6 +236,18 @@ def test_adopt_takes_a_job_that_cannot_be_told_apart_only_with_force(
         world.adopt(scene.ours, "f1", scene.late)
 
 
+def test_adopt_refuses_a_job_of_another_algorithm(world: World, scene: Scene) -> None:
+    with world.http() as http:
+        alg = http.get("algorithms/", params={"slug": "lung-nodule-detector"}).json()
+        image = upload(http, "f1.gcb-12345678.mha", make_mha(2, 2, bytes(4)))
+        made = http.post("algorithms/jobs/", json={
+            "algorithm": alg["results"][0]["api_url"],
+            "inputs": [{"interface": "ct-image", "user_uploads": [image]}]})
+        assert made.status_code == 201, made.text
+    with pytest.raises(InputError, match=r"runs another algorithm .*, not risk-calculator"):
+        world.adopt(scene.ours, "f1", made.json()["pk"], force=True)
+
+
 def test_adopt_refuses_cases_not_in_doubt_bad_job_names_and_a_held_lock(
     world: World, scene: Scene
 ) -> None:
@@ -323,3 +336,54 @@ class _Capture:
 
     def flush(self) -> None:
         pass
+
+
+def image_study(world: World, name: str, case: str, seed: int) -> Path:
+    folder = world.dir / name
+    folder.mkdir()
+    (folder / f"{case}.mha").write_bytes(make_mha(2, 2, bytes([seed] * 4)))
+    manifest = folder / "study.yaml"
+    manifest.write_text("version: 1\nalgorithm: lung-nodule-detector\ncases:\n"
+                        f"  - id: {case}\n    inputs:\n      ct-image: {{file: {case}.mha}}\n")
+    return manifest
+
+
+def test_image_look_alikes_are_told_by_their_names_each_read_once(world: World) -> None:
+    from gcbatch.engine.ownership import examine
+
+    ours = image_study(world, "ours", "scan-1", 1)
+    world.faults.set_plan(FaultPlan.parse(["POST algorithms/jobs/:reset:1:times=1"]))
+    world.apply(ours, answer_window=0.0, max_posts_per_case=1)
+    world.faults.set_plan(FaultPlan())
+    other = image_study(world, "other", "scan-9", 2)
+    assert world.apply(other).counts()["submitted"] == 1
+    lock = load(ours.with_suffix(".lock"))
+    assert lock is not None and lock.in_doubt == ("scan-1",)
+    pending = lock.cases["scan-1"].pending
+    assert pending is not None
+    sent = Sent.from_json(pending.payload)
+    with world.session() as session:
+        algorithm = session.client.get_algorithm("lung-nodule-detector")
+        late = session.client.create_job(algorithm.api_url, job_inputs(sent)).pk
+        time.sleep(0.3)
+        jobs = tuple(session.view.all_jobs(algorithm.pk))
+        names: dict[str, str] = {}
+        seq = world.last_seq()
+        first = examine(session.view, algorithm.pk, sent, jobs, case_id="scan-1",
+                        claimed_by={}, known_names=names)
+        image_gets = [r for r in world.app.requests_since(seq)
+                      if r["method"] == "GET" and _one_image(r["path"])]
+        seq = world.last_seq()
+        second = examine(session.view, algorithm.pk, sent, jobs, case_id="scan-1",
+                         claimed_by={}, known_names=names)
+        again = [r for r in world.app.requests_since(seq)
+                 if r["method"] == "GET" and _one_image(r["path"])]
+    assert first.outlook == "adopt"
+    got = [(c.job.pk == late, c.relation, c.tag) for c in first.candidates]
+    assert got == [(True, Relation.OURS, ""), (False, Relation.OTHER_CASE, "scan-9")]
+    assert len(image_gets) == 1  # the other study's image; ours is known by its name
+    assert again == [] and second.candidates == first.candidates
+
+
+def _one_image(path: str) -> bool:
+    return path.startswith("/api/v1/cases/images/") and path != "/api/v1/cases/images/"
