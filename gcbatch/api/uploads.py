@@ -30,6 +30,7 @@ is an interruption (KeyboardInterrupt/SystemExit), which leaves it resumable.
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import hashlib
 import math
@@ -214,15 +215,24 @@ class _Source:
             self._sha.update(held)
             self._hashed += len(held)
 
-    def sha256(self, chunk_size: int) -> str:
+    def sha256(self, chunk_size: int, part_offsets: Sequence[int] = ()) -> str:
         """The sha256 of the whole file as read for sending (chunks the hash did not see
-        yet are read once more, and must not have changed)."""
+        yet are read once more, and must not have changed).
+
+        The chunks read again are the very chunks the parts were read in: a part's last
+        chunk is short when the part size is no multiple of the chunk size, so a read
+        across a part boundary (``part_offsets``) would start where a short chunk did and
+        be compared with it as if the file had changed."""
         while True:
             with self._lock:
                 position = self._hashed
             if position >= self.size:
                 break
-            self.read(position, min(chunk_size, self.size - position))
+            end = min(position + chunk_size, self.size)
+            following = bisect.bisect_right(part_offsets, position)
+            if following < len(part_offsets):
+                end = min(end, part_offsets[following])
+            self.read(position, end - position)
         return self._sha.hexdigest()
 
     def chunks(
@@ -423,7 +433,7 @@ class Uploader:
             self._run_parallel(put, todo, etags)
             if source.current_size() != source.size:
                 raise SourceChangedError("the file changed size while it was being uploaded")
-            sha256 = source.sha256(self.chunk_size)
+            sha256 = source.sha256(self.chunk_size, [s.offset for s in specs])
             if expect_sha256 is not None and sha256 != expect_sha256:
                 raise SourceChangedError(
                     f"{source.path}: the file changed since it was fingerprinted (the bytes "

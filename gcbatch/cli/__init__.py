@@ -34,6 +34,7 @@ _COMMAND_MODULES: dict[str, str] = {
     "validate": "gcbatch.cli.validate",
     "plan": "gcbatch.cli.plan",
     "apply": "gcbatch.cli.apply",
+    "adopt": "gcbatch.cli.adopt",
     "status": "gcbatch.cli.results",
     "wait": "gcbatch.cli.results",
     "download": "gcbatch.cli.results",

@@ -21,6 +21,7 @@ from gcbatch.events import ApplyProgress, BytesReceived, Event, as_json
 
 if TYPE_CHECKING:
     from gcbatch.engine.outcomes import ApplySummary
+    from gcbatch.operations.adopt import AdoptResult
     from gcbatch.operations.download import DownloadResult
     from gcbatch.operations.plan import PlanResult
     from gcbatch.operations.refresh import Refresh
@@ -117,6 +118,8 @@ class JsonView:
         data["online"] = result.server is not None
         if result.server is not None:
             data["server"] = result.server
+        if result.in_doubt:
+            data["in_doubt"] = [e.as_json() for e in result.in_doubt]
         outlook = result.forecast
         if outlook is not None:
             data["forecast"] = {
@@ -147,3 +150,6 @@ class JsonView:
             "tables": [str(path) for path in result.tables],
             "cases_without_results": [row.as_json() for row in result.without_results],
         })
+
+    def show_adopt(self, result: AdoptResult) -> None:
+        self._document(result.as_json())

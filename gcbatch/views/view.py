@@ -8,6 +8,7 @@ from gcbatch.events import Event
 
 if TYPE_CHECKING:
     from gcbatch.engine.outcomes import ApplySummary
+    from gcbatch.operations.adopt import AdoptResult
     from gcbatch.operations.download import DownloadResult
     from gcbatch.operations.plan import PlanResult
     from gcbatch.operations.refresh import Refresh
@@ -42,6 +43,8 @@ class View(Protocol):
     def show_waited(self, outcome: WaitOutcome) -> None: ...
 
     def show_download(self, result: DownloadResult) -> None: ...
+
+    def show_adopt(self, result: AdoptResult) -> None: ...
 
 
 def make_view(as_json: bool) -> View:
