@@ -15,6 +15,8 @@ from pathlib import Path
 
 def fsync_dir(directory: Path) -> None:
     """fsync a folder (what makes a rename in it durable); skipped where not possible."""
+    if os.name == "nt":  # Windows cannot open a folder as a file: nothing to fsync there
+        return
     with contextlib.suppress(OSError):  # not every filesystem lets us open a directory
         fd = os.open(directory, os.O_RDONLY)
         try:
