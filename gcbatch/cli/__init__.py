@@ -28,6 +28,8 @@ from gcbatch.errors import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_INVALID, Gcbatch
 # is used (or help lists them), so `gcbatch sandbox serve` does not pay for jsonschema and
 # `gcbatch validate` does not pay for httpx: start-up time is felt on every call.
 _COMMAND_MODULES: dict[str, str] = {
+    "init": "gcbatch.cli.authoring",
+    "schema": "gcbatch.cli.authoring",
     "validate": "gcbatch.cli.validate",
     "plan": "gcbatch.cli.plan",
     "apply": "gcbatch.cli.apply",
@@ -66,6 +68,7 @@ def cli() -> None:
 
     \b
     A typical day:
+      gcbatch init --algorithm SLUG      a starting study.yaml from the algorithm's sockets
       gcbatch validate study.yaml        check the manifest offline, every problem at once
       gcbatch plan study.yaml            what apply would do, case by case
       gcbatch apply study.yaml           upload and submit; safe to re-run at any time

@@ -35,7 +35,7 @@ from gcbatch.errors import ConfigError
 from gcbatch.events import Hook, ignore
 from gcbatch.operations.study import ConnectionOptions, Study
 
-__all__ = ["SANDBOX_DB", "SANDBOX_USER", "Session", "connect"]
+__all__ = ["SANDBOX_DB", "SANDBOX_USER", "Session", "connect", "open_session"]
 
 SANDBOX_DB = "sandbox.db"
 SANDBOX_USER = "demo"
@@ -101,18 +101,34 @@ def connect(
     ``token_required=False`` lets read-only commands run anonymously (the API answers
     lists with what an anonymous user may see).
     """
-    if study.sandbox:
-        app, transport, token = _open_sandbox(study.state_dir)
+    return open_session(study.server, connection,
+                        sandbox_dir=study.state_dir if study.sandbox else None,
+                        token_required=token_required, client_factory=client_factory,
+                        on_event=on_event)
+
+
+def open_session(
+    server: str,
+    connection: ConnectionOptions,
+    *,
+    sandbox_dir: Path | None = None,
+    token_required: bool = True,
+    client_factory: Callable[..., GrandChallengeClient] = GrandChallengeClient,
+    on_event: Hook = ignore,
+) -> Session:
+    """:func:`connect` without a study (``init``, ``schema``): ``server`` already resolved;
+    ``sandbox_dir`` set → the embedded sandbox with its state there."""
+    if sandbox_dir is not None:
+        app, transport, token = _open_sandbox(sandbox_dir)
         try:
-            client = client_factory(study.server, token, transport=transport,
-                                    on_event=on_event)
+            client = client_factory(server, token, transport=transport, on_event=on_event)
         except BaseException:
             app.close()
             raise
         session = Session(client=client)
         session._closers += [app.close, client.close]
         return session
-    client = client_factory(study.server,
+    client = client_factory(server,
                             resolve_token(connection.token_file, required=token_required),
                             on_event=on_event)
     session = Session(client=client)
