@@ -8,7 +8,7 @@ combinations; the starter lays them out. Its shape:
 - a header: where it came from, what to do next, the rule that a case gives exactly one
   interface's sockets;
 - one block per interface, each socket listed with its slug, kind and the sources it
-  accepts. One block is live (the interface with an image socket and the fewest inputs:
+  accepts (``##`` comments: prose; ``#``: a commented-out line to uncomment). One block is live (the interface with an image socket and the fewest inputs:
   usually one path to fill in), the others are commented out, ready to swap in;
 - a block with a path to fill is a ``foreach`` over a glob (one case per file; a DICOM
   series: one case per folder), its first image or file socket fed ``{path}``; a block
@@ -93,10 +93,10 @@ class _Line:
 def _block(number: int, total: int, interface: Interface) -> list[_Line]:
     """An interface's block (uncommented): header comments, then the case."""
     slugs = sorted(s.slug for s in interface.inputs)
-    lines = [_Line(f"  # Interface {number} of {total}: {', '.join(slugs)}")]
+    lines = [_Line(f"  ## Interface {number} of {total}: {', '.join(slugs)}")]
     width = max(len(s) for s in slugs) if slugs else 0
     for socket in sorted(interface.inputs, key=lambda s: s.slug):
-        lines.append(_Line(f"  #   {socket.slug.ljust(width)}  {socket_summary(socket)}"))
+        lines.append(_Line(f"  ##   {socket.slug.ljust(width)}  {socket_summary(socket)}"))
     path_sockets = [s for s in interface.inputs if s.super_kind in ("Image", "File")]
     images = [s for s in path_sockets if s.super_kind == "Image"]
     lead: Socket | None = (images or path_sockets)[0] if path_sockets else None
@@ -164,9 +164,9 @@ def starter_manifest(algorithm: Algorithm, *, schema_ref: str, manifest_name: st
         "# Each case gives exactly the sockets of one interface (the server fills in no",
         f"# defaults). This algorithm has {total} interface{'s' if total != 1 else ''}; "
         f"interface {live + 1} is live below,",
-        "# the others are commented out: uncomment one to use it (give its cases ids of",
-        "# their own). Sources: docs/manifest.md; the schema beside this file checks it as",
-        "# you type.",
+        "# the others are commented out: uncomment one (its lines with a single #) to use",
+        "# it, giving its cases ids of their own. Sources: docs/manifest.md; the schema",
+        "# beside this file checks the manifest as you type.",
         "version: 1",
         f"algorithm: {algorithm.slug}",
     ]

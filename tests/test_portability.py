@@ -1,0 +1,162 @@
+"""gcbatch where POSIX's extras are missing (Windows): the lock, a whole sandbox apply and
+the upload reader without ``fcntl``/``os.pread``; manifests with Windows paths.
+
+The first test runs a real gcbatch in a child process in which ``import fcntl`` fails
+(tests/no_posix.py), in every run of the suite; ``.ci/run`` also runs the whole unit suite
+that way (``GCBATCH_TEST_NO_POSIX=1``), where the last test here checks the switch holds.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+from pathlib import Path
+
+import no_posix
+import pytest
+
+from gcbatch.api import uploads
+from gcbatch.cli import main
+from gcbatch.interrupts import STOP_SIGNALS
+
+ROOT = Path(__file__).resolve().parents[1]
+TESTS = Path(__file__).resolve().parent
+IMAGES = ROOT / "gcbatch" / "sandbox" / "seeds" / "images"
+
+CHILD = textwrap.dedent("""
+    import sys
+    sys.path.insert(0, {tests!r})
+    import no_posix
+    no_posix.install()
+    try:
+        import fcntl  # noqa: F401
+    except ImportError:
+        print("fcntl: blocked", flush=True)
+    import os
+    assert not hasattr(os, "pread")
+    import gcbatch.lockfile  # noqa: F401
+    from gcbatch.cli import main
+    try:
+        main(sys.argv[1:])
+    except SystemExit as exc:
+        print("fcntl imported:", "fcntl" in sys.modules, flush=True)
+        raise
+""")
+
+
+def run_without_posix(args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GCBATCH")}
+    return subprocess.run([sys.executable, "-c", CHILD.format(tests=str(TESTS)), *args],
+                          cwd=cwd, env=env, capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.slow
+def test_a_whole_sandbox_apply_without_fcntl(tmp_path: Path) -> None:
+    shutil.copytree(IMAGES, tmp_path / "scans")
+    (tmp_path / "study.yaml").write_text(textwrap.dedent("""\
+        version: 1
+        algorithm: lung-nodule-detector
+        cases:
+          - foreach: {glob: 'scans\\*.mha'}   # a Windows path: \\ reads as /
+            id: "scan-{stem}"
+            inputs:
+              ct-image: {file: "{path}"}
+        """), encoding="utf-8")
+    applied = run_without_posix(["apply", "--sandbox", "study.yaml"], tmp_path)
+    assert applied.returncode == 0, applied.stderr
+    assert "fcntl: blocked" in applied.stdout and "fcntl imported: False" in applied.stdout
+    lock = json.loads((tmp_path / "study.sandbox.lock").read_text(encoding="utf-8"))
+    assert sorted(lock["cases"]) == ["scan-p001", "scan-p002", "scan-p003"]
+    assert all(entry["job"] for entry in lock["cases"].values())
+    assert not (tmp_path / "study.sandbox.lock.lck.holder").exists()  # let go
+    again = run_without_posix(["apply", "--sandbox", "study.yaml"], tmp_path)
+    assert again.returncode == 0, again.stderr  # the lock is free again after a run
+    status = run_without_posix(["status", "--sandbox", "--json", "study.yaml"], tmp_path)
+    assert status.returncode in (0, 1), status.stderr
+    document = "\n".join(status.stdout.splitlines()[1:-1])  # between the child's two lines
+    assert len(json.loads(document)["cases"]) == 3
+
+
+def test_a_sandbox_apply_in_process(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                    capsys: pytest.CaptureFixture[str]) -> None:
+    """In the no-POSIX run (.ci/run), this whole apply runs without fcntl and pread."""
+    shutil.copytree(IMAGES, tmp_path / "scans")
+    (tmp_path / "study.yaml").write_text(textwrap.dedent("""\
+        version: 1
+        algorithm: lung-nodule-detector
+        cases:
+          - foreach: {glob: "scans/*.mha"}
+            id: "scan-{stem}"
+            inputs:
+              ct-image: {file: "{path}"}
+        """), encoding="utf-8")
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as info:
+        main(["apply", "--sandbox", "--json", "study.yaml"])
+    out, err = capsys.readouterr()
+    assert info.value.code == 0, err
+    assert json.loads(out)["summary"]["submitted"] == 3
+    assert no_posix.active() == no_posix.requested()
+
+
+def test_the_upload_reader_without_pread(tmp_path: Path,
+                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(uploads, "_HAS_PREAD", False)
+    data = os.urandom(1 << 20)
+    path = tmp_path / "big.bin"
+    path.write_bytes(data)
+    source = uploads._Source(path)
+    parts: dict[int, bytes] = {}
+
+    def read(offset: int) -> None:  # many threads on one descriptor, as uploads do
+        for _ in range(20):
+            parts[offset] = source.read(offset, 4096)
+
+    threads = [threading.Thread(target=read, args=(o,)) for o in range(0, 1 << 20, 1 << 16)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    source.close()
+    assert parts == {o: data[o:o + 4096] for o in range(0, 1 << 20, 1 << 16)}
+
+
+def test_backslashes_in_manifest_paths_read_as_slashes(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "scans" / "p1").mkdir(parents=True)
+    (tmp_path / "scans" / "p1" / "a.mha").write_bytes(b"x")
+    (tmp_path / "meta").mkdir()
+    (tmp_path / "meta" / "p1.json").write_text("4.5", encoding="utf-8")
+    (tmp_path / "study.yaml").write_text(textwrap.dedent("""\
+        version: 1
+        algorithm: lung-nodule-detector
+        cases:
+          - id: p1
+            inputs:
+              ct-image: {files: ['scans\\p1\\*.mha']}
+              lung-volume: {json: 'meta\\p1.json'}
+        """), encoding="utf-8")
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as info:
+        main(["validate", "study.yaml"])
+    assert info.value.code == 0, capsys.readouterr()
+
+
+def test_stop_signals_are_the_platforms() -> None:
+    assert STOP_SIGNALS[:2] == (signal.SIGINT, signal.SIGTERM)
+    assert all(isinstance(s, signal.Signals) for s in STOP_SIGNALS)
+
+
+@pytest.mark.skipif(not no_posix.requested(), reason="only in the no-POSIX run")
+def test_the_no_posix_switch_holds() -> None:
+    with pytest.raises(ImportError):
+        import fcntl  # noqa: F401
+    assert not hasattr(os, "pread") and not hasattr(os, "O_NOFOLLOW")
+    assert "fcntl" not in sys.modules
