@@ -160,3 +160,19 @@ def test_the_no_posix_switch_holds() -> None:
         import fcntl  # noqa: F401
     assert not hasattr(os, "pread") and not hasattr(os, "O_NOFOLLOW")
     assert "fcntl" not in sys.modules
+
+
+def test_outputs_differing_only_in_letter_case_are_refused() -> None:
+    from gcbatch.api.models import Job
+    from gcbatch.engine.downloads import UnsafePathError, plan_tasks
+
+    def socket(slug: str, path: str) -> dict[str, object]:
+        return {"pk": 1, "slug": slug, "kind": "Anything", "super_kind": "Value",
+                "relative_path": path}
+
+    job = Job.from_json({"pk": "j1", "api_url": "http://x/api/v1/algorithms/jobs/j1/",
+                         "status": "Succeeded", "outputs": [
+                             {"interface": socket("a", "Result.json"), "value": 1},
+                             {"interface": socket("b", "result.json"), "value": 2}]})
+    with pytest.raises(UnsafePathError, match=r"p1/Result\.json and p1/result\.json, one file"):
+        plan_tasks({"p1": job})
