@@ -66,7 +66,7 @@ def init(path: Path | None, slug: str, connection: ConnectionOptions, *,
             "then run init again)")
     starter = starter_manifest(algorithm, schema_ref=schema_path.name,
                                manifest_name=manifest.name, server=server,
-                               server_line=connection.server)
+                               server_line=server if connection.server else None)
     folder.mkdir(parents=True, exist_ok=True)
     _create(manifest, starter.text)
     try:

@@ -13,6 +13,7 @@ import pytest
 import yaml
 
 from gcbatch.cli import main
+from gcbatch.sandbox import RunningSandbox
 
 ROOT = Path(__file__).resolve().parents[2]
 IMAGES = ROOT / "gcbatch" / "sandbox" / "seeds" / "images"
@@ -155,3 +156,24 @@ def test_schema_to_stdout(here: Path, capsys: pytest.CaptureFixture[str]) -> Non
     assert json.loads(out)["allOf"][-1]["properties"]["algorithm"]["const"] == \
         "risk-calculator"
     assert [p.name for p in here.iterdir()] == [".gcbatch"]
+
+
+@pytest.mark.slow
+def test_init_against_a_server_over_http(here: Path, capsys: pytest.CaptureFixture[str],
+                                         sandbox_server: RunningSandbox,
+                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """A real server (a sandbox on loopback): the token is used, the server is written
+    into the manifest, and an anonymous user does not see a private algorithm."""
+    monkeypatch.delenv("GRAND_CHALLENGE_AUTHORIZATION", raising=False)
+    token = here / "token"
+    token.write_text(sandbox_server.token(), encoding="utf-8")
+    code, out, err = run(["init", "--server", sandbox_server.api_url, "--token-file",
+                          str(token), "--algorithm", "risk-calculator", "risk.yaml"], capsys)
+    assert code == 0, err
+    document = yaml.safe_load((here / "risk.yaml").read_text(encoding="utf-8"))
+    assert document["server"] == sandbox_server.api_url
+    assert "--sandbox" not in out and "--server" not in out  # the manifest names it
+    code, _, err = run(["schema", "--server", sandbox_server.api_url,
+                        "--algorithm", "risk-calculator", "--out", "-"], capsys)
+    # the sandbox's algorithms are for signed-in users only, as private ones are
+    assert code == 2 and "no token: only public algorithms are visible" in err
