@@ -10,7 +10,23 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
+import time
 from pathlib import Path
+
+#: Windows refuses to replace a file that another process has open (a `plan` reading the
+#: lockfile, a virus scanner); such a refusal passes within moments, so it is retried there
+REPLACE_RETRIES: tuple[float, ...] = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0) if os.name == "nt" else ()
+
+
+def replace(part: Path | str, target: Path | str) -> None:
+    """``os.replace``, retried a few times on Windows' PermissionError (see above)."""
+    for delay in REPLACE_RETRIES:
+        try:
+            os.replace(part, target)
+            return
+        except PermissionError:
+            time.sleep(delay)
+    os.replace(part, target)
 
 
 def fsync_dir(directory: Path) -> None:
@@ -45,7 +61,7 @@ def atomic_write_bytes(target: Path, data: bytes, *, part: Path | None = None,
             fh.flush()
             if durable:
                 os.fsync(fh.fileno())
-        os.replace(part, target)
+        replace(part, target)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(part)

@@ -176,3 +176,40 @@ def test_outputs_differing_only_in_letter_case_are_refused() -> None:
                              {"interface": socket("b", "result.json"), "value": 2}]})
     with pytest.raises(UnsafePathError, match=r"p1/Result\.json and p1/result\.json, one file"):
         plan_tasks({"p1": job})
+
+
+def test_a_replace_refused_for_a_moment_is_retried(tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """Windows refuses to replace a file another process has open; gcbatch retries."""
+    from gcbatch import files
+
+    real, refusals = os.replace, [PermissionError("in use"), PermissionError("in use")]
+
+    def flaky(src: str, dst: str) -> None:
+        if refusals:
+            raise refusals.pop()
+        real(src, dst)
+
+    monkeypatch.setattr(files, "REPLACE_RETRIES", (0.0, 0.0, 0.0))
+    monkeypatch.setattr(files.os, "replace", flaky)
+    files.atomic_write_bytes(tmp_path / "study.lock", b"new\n")
+    assert (tmp_path / "study.lock").read_bytes() == b"new\n" and refusals == []
+    refusals[:] = [PermissionError("in use")] * 4
+    with pytest.raises(PermissionError):
+        files.atomic_write_bytes(tmp_path / "study.lock", b"newer\n")
+    assert (tmp_path / "study.lock").read_bytes() == b"new\n"
+    assert [p.name for p in tmp_path.iterdir()] == ["study.lock"]  # no part file left
+
+
+@pytest.mark.slow
+def test_output_a_console_cannot_encode_is_escaped(tmp_path: Path) -> None:
+    """Windows writes cp1252 to a file or pipe: an arrow must not crash the command."""
+    (tmp_path / "study.yaml").write_text(
+        "version: 1\nalgorithm: risk-calculator\ncases:\n"
+        "  - id: p1\n    inputs:\n      age: {value: 3}\n      lung-volume: {value: 1.5}\n",
+        encoding="utf-8")
+    env = {**os.environ, "PYTHONIOENCODING": "cp1252"}
+    done = subprocess.run([sys.executable, "-m", "gcbatch", "plan", "--sandbox", "study.yaml"],
+                          cwd=tmp_path, env=env, capture_output=True, timeout=60)
+    assert done.returncode == 0, done.stderr.decode("cp1252")
+    assert b"\\u2192 1 wave(s)" in done.stdout

@@ -15,7 +15,9 @@ click commands.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
+import io
 import sys
 from typing import Any
 
@@ -85,8 +87,20 @@ def cli() -> None:
     """
 
 
+def _escape_what_the_output_cannot_encode() -> None:
+    """Output that the stream's encoding cannot hold (Windows writes cp1252 to a file or
+    pipe; gcbatch's text has arrows and dashes) comes out as ``\\u2192``, not as a
+    traceback after the work is done."""
+    for stream in (sys.stdout, sys.stderr):
+        encoding = (getattr(stream, "encoding", None) or "").lower().replace("-", "")
+        if isinstance(stream, io.TextIOWrapper) and encoding not in ("utf8", "utf8sig"):
+            with contextlib.suppress(ValueError, OSError):
+                stream.reconfigure(errors="backslashreplace")
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: the single error boundary of the CLI."""
+    _escape_what_the_output_cannot_encode()
     try:
         code = cli.main(args=argv, prog_name="gcbatch", standalone_mode=False)
     except GcbatchError as exc:

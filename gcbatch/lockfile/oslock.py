@@ -65,11 +65,15 @@ class FileLock:
                 f"{self.path} is held by another gcbatch ({_read_holder(self.holder_path)}); "
                 "wait for it to finish"
             ) from None
+        info = {"pid": os.getpid(), "host": socket.gethostname(), "started_at": utc_now()}
         try:
-            info = {"pid": os.getpid(), "host": socket.gethostname(), "started_at": utc_now()}
             atomic_write_bytes(self.holder_path,
                                (json.dumps(info, sort_keys=True) + "\n").encode(),
                                durable=False)
+        except OSError:
+            # only the message needs it (Windows refuses to replace a file that a
+            # contender is reading at that moment): "holder unknown" then
+            pass
         except BaseException:
             lock.release()
             raise
