@@ -213,3 +213,16 @@ def test_output_a_console_cannot_encode_is_escaped(tmp_path: Path) -> None:
                           cwd=tmp_path, env=env, capture_output=True, timeout=60)
     assert done.returncode == 0, done.stderr.decode("cp1252")
     assert b"\\u2192 1 wave(s)" in done.stdout
+
+
+def test_a_notepad_manifest_bom_and_crlf(tmp_path: Path,
+                                         capsys: pytest.CaptureFixture[str]) -> None:
+    """Windows editors write a byte-order mark and CRLF line ends: read as any other,
+    findings at the same line and column."""
+    path = tmp_path / "study.yaml"
+    path.write_bytes(b"\xef\xbb\xbfversion: 1\r\nalgorithm: risk-calculator\r\ncases:\r\n"
+                     b"  - id: p 1\r\n    inputs:\r\n      age: {value: 3}\r\n")
+    with pytest.raises(SystemExit) as info:
+        main(["validate", str(path)])
+    out, _ = capsys.readouterr()
+    assert info.value.code == 2 and f"{path}:4:9: cases[0].id: 'p 1'" in out
