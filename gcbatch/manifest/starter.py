@@ -109,15 +109,25 @@ def _block(number: int, total: int, interface: Interface) -> list[_Line]:
             glob, note = f"{FILL_IN}/*/", "one case per folder of DICOM files, e.g. series/*/"
         else:
             glob = f"{FILL_IN}/*{ext}"
-            note = f"one case per file, e.g. scans/*{ext or '.*'}"
+            folder = "scans" if lead.super_kind == "Image" else "files"
+            note = f"one case per file, e.g. {folder}/*{ext or '.*'}"
         lines.append(_Line(f'  - foreach: {{glob: "{glob}"}}   # {FILL_IN}: {note}',
                            (lead.slug, f"the glob of your {lead.slug} files ({note})")))
         lines.append(_Line('    id: "case-{stem}"   # {stem}: the file name without extension'))
     else:
         lines.append(_Line("  - id: case-001"))
     lines.append(_Line("    inputs:"))
-    lines.extend(inputs)
+    lines.extend(_aligned(inputs))
     return lines
+
+
+def _aligned(lines: list[_Line]) -> list[_Line]:
+    """The inputs' trailing comments in one column (split at the last "   # ": a default
+    value written before it may hold anything)."""
+    split = [line.text.rpartition("   # ") for line in lines]
+    width = max(len(code) for code, _, _ in split)
+    return [_Line(f"{code.ljust(width)}   # {note}" if sep else note, line.fill)
+            for (code, sep, note), line in zip(split, lines, strict=True)]
 
 
 def _input(socket: Socket, lead: Socket | None, *, generator: bool) -> _Line:

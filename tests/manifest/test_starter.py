@@ -129,3 +129,11 @@ def test_a_server_given_is_written() -> None:
     text = starter_manifest(algorithm, schema_ref="s", manifest_name="m.yaml",
                             server="https://h/api/v1/", server_line="https://h/api/v1/").text
     assert yaml.safe_load(text)["server"] == "https://h/api/v1/"
+
+
+def test_a_default_value_is_written_as_it_is() -> None:
+    tricky = Socket("note", kind="String", super_kind="Value", default_value="a   # b: {c}")
+    algorithm = Algorithm(pk="p", api_url="u", slug="n", interfaces=(Interface((tricky, AGE)),))
+    text = starter_manifest(algorithm, schema_ref="s", manifest_name="m.yaml", server="h").text
+    inputs = yaml.safe_load(text)["cases"][0]["inputs"]
+    assert inputs == {"note": {"value": "a   # b: {c}"}, "age": {"value": 60}}
