@@ -35,10 +35,12 @@ def render_init(result: InitResult) -> str:
         for fill in result.starter.fill_ins:
             lines.append(f"  {manifest}:{fill.line}  {fill.socket.ljust(width)}  {fill.what}")
     flags = "".join(f" {flag}" for flag in result.connect_flags)
-    lines += ["", "then:",
-              f"  gcbatch validate {manifest}          (offline: every problem at once)",
-              f"  gcbatch plan {manifest}{flags}   (what apply would do, checked "
-              "against the algorithm)"]
+    commands = [(f"gcbatch validate {manifest}", "offline: every problem at once"),
+                (f"gcbatch plan {manifest}{flags}",
+                 "what apply would do, checked against the algorithm")]
+    width = max(len(command) for command, _ in commands)
+    lines += ["", "then:"]
+    lines += [f"  {command.ljust(width)}   ({why})" for command, why in commands]
     return "\n".join(lines)
 
 
