@@ -18,6 +18,10 @@ from pathlib import Path
 REPLACE_RETRIES: tuple[float, ...] = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0) if os.name == "nt" else ()
 
 
+#: Windows only: a file opened without it translates line ends (tempfile adds it too)
+_O_BINARY: int = getattr(os, "O_BINARY", 0)
+
+
 def replace(part: Path | str, target: Path | str) -> None:
     """``os.replace``, retried a few times on Windows' PermissionError (see above)."""
     for delay in REPLACE_RETRIES:
@@ -53,8 +57,8 @@ def atomic_write_bytes(target: Path, data: bytes, *, part: Path | None = None,
         fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp",
                                     dir=target.parent)
         part = Path(name)
-    else:  # what open(part, "wb") does
-        fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
+    else:  # what open(part, "wb") does (O_BINARY: Windows would write \n as \r\n)
+        fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | _O_BINARY, 0o666)
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)

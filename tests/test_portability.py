@@ -226,3 +226,24 @@ def test_a_notepad_manifest_bom_and_crlf(tmp_path: Path,
         main(["validate", str(path)])
     out, _ = capsys.readouterr()
     assert info.value.code == 2 and f"{path}:4:9: cases[0].id: 'p 1'" in out
+
+
+def test_named_part_files_are_opened_binary(tmp_path: Path,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """Windows' os.open is text mode unless told O_BINARY (\\n would become \\r\\n in a
+    downloaded image); the flag is asked for where the platform has it."""
+    from gcbatch import files
+
+    seen: list[int] = []
+    real_open = os.open
+
+    def spy(path: str, flags: int, mode: int = 0o777) -> int:
+        seen.append(flags)
+        return real_open(path, flags, mode)
+
+    monkeypatch.setattr(files, "_O_BINARY", 0x8000)  # Windows' value
+    monkeypatch.setattr(files.os, "open", lambda p, f, m=0o777: spy(p, f & ~0x8000, m)
+                        if f & 0x8000 else pytest.fail("no O_BINARY"))
+    files.atomic_write_bytes(tmp_path / "x.mha", b"a\nb", part=tmp_path / "x.mha.part",
+                             durable=False)
+    assert (tmp_path / "x.mha").read_bytes() == b"a\nb" and seen
