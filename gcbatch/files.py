@@ -16,8 +16,6 @@ from pathlib import Path
 #: Windows refuses to replace a file that another process has open (a `plan` reading the
 #: lockfile, a virus scanner); such a refusal passes within moments, so it is retried there
 REPLACE_RETRIES: tuple[float, ...] = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0) if os.name == "nt" else ()
-
-
 #: Windows only: a file opened without it translates line ends (tempfile adds it too)
 _O_BINARY: int = getattr(os, "O_BINARY", 0)
 
