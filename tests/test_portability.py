@@ -16,6 +16,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+import time
 from pathlib import Path
 
 import no_posix
@@ -108,6 +109,13 @@ def test_a_sandbox_apply_in_process(tmp_path: Path, monkeypatch: pytest.MonkeyPa
 def test_the_upload_reader_without_pread(tmp_path: Path,
                                          monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(uploads, "_HAS_PREAD", False)
+    real_read = os.read
+
+    def slow_read(fd: int, n: int) -> bytes:  # lets another thread seek in between
+        time.sleep(0.001)
+        return real_read(fd, n)
+
+    monkeypatch.setattr(uploads.os, "read", slow_read)
     data = os.urandom(1 << 20)
     path = tmp_path / "big.bin"
     path.write_bytes(data)
@@ -115,7 +123,7 @@ def test_the_upload_reader_without_pread(tmp_path: Path,
     parts: dict[int, bytes] = {}
 
     def read(offset: int) -> None:  # many threads on one descriptor, as uploads do
-        for _ in range(20):
+        for _ in range(5):
             parts[offset] = source.read(offset, 4096)
 
     threads = [threading.Thread(target=read, args=(o,)) for o in range(0, 1 << 20, 1 << 16)]

@@ -98,7 +98,10 @@ class FileLock:
 
 def _read_holder(path: Path) -> str:
     try:
-        info = json.loads(path.read_bytes()[:4096] or b"{}")
+        if not path.is_file():  # never a device or a pipe planted under its name
+            return "holder unknown"
+        with path.open("rb") as fh:
+            info = json.loads(fh.read(4096) or b"{}")
         return f"pid {info['pid']} on {info['host']}, since {info['started_at']}"
     except (OSError, ValueError, KeyError, TypeError):
         return "holder unknown"

@@ -20,7 +20,12 @@ from gcbatch.errors import ConfigError
 from gcbatch.events import Hook, ignore
 from gcbatch.manifest.algorithm_schema import schema_file_name
 from gcbatch.manifest.starter import Starter, starter_manifest
-from gcbatch.operations.schema import fetch_algorithm, schema_text, write_schema
+from gcbatch.operations.schema import (
+    fetch_algorithm,
+    read_existing,
+    schema_text,
+    write_schema,
+)
 from gcbatch.operations.study import SANDBOX_DIR, ConnectionOptions
 
 __all__ = ["DEFAULT_MANIFEST", "InitResult", "init"]
@@ -59,7 +64,8 @@ def init(path: Path | None, slug: str, connection: ConnectionOptions, *,
     algorithm, server = fetch_algorithm(slug, connection, state_dir=folder / SANDBOX_DIR,
                                         on_event=on_event)
     schema = schema_text(algorithm, server)
-    if schema_path.exists() and schema_path.read_bytes() != schema.encode("utf-8"):
+    if ((schema_path.exists() or schema_path.is_symlink())
+            and read_existing(schema_path) != schema.encode("utf-8")):
         raise ConfigError(
             f"{schema_path} exists with other contents; init never overwrites a file "
             f"(refresh it with `gcbatch schema --algorithm {slug} --out {schema_path}`, "
@@ -67,7 +73,10 @@ def init(path: Path | None, slug: str, connection: ConnectionOptions, *,
     starter = starter_manifest(algorithm, schema_ref=schema_path.name,
                                manifest_name=manifest.name, server=server,
                                server_line=server if connection.server else None)
-    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"cannot make the folder {folder}: {exc.strerror or exc}") from None
     _create(manifest, starter.text)
     try:
         written = write_schema(schema_path, schema)
@@ -87,3 +96,5 @@ def _create(path: Path, text: str) -> None:
             fh.write(text)
     except FileExistsError:
         raise ConfigError(f"{path} already exists; init never overwrites a file") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot write {path}: {exc.strerror or exc}") from None

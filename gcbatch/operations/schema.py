@@ -35,6 +35,7 @@ __all__ = [
     "SchemaResult",
     "fetch_algorithm",
     "made_by_gcbatch",
+    "read_existing",
     "schema",
     "schema_text",
 ]
@@ -103,11 +104,28 @@ def schema_text(algorithm: Algorithm, server: str) -> str:
     return json.dumps(document, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
 
 
+#: larger than any schema gcbatch makes (an algorithm with thousands of sockets)
+_SCHEMA_MAX_BYTES = 64 * 1024 * 1024
+
+
+def read_existing(path: Path) -> bytes | None:
+    """A regular file's bytes, when it is one of a schema's size; else None. A device or
+    a pipe planted under a schema's name (``/dev/zero``) is never read."""
+    try:
+        if not path.is_file() or path.stat().st_size > _SCHEMA_MAX_BYTES:
+            return None
+        with path.open("rb") as fh:
+            return fh.read(_SCHEMA_MAX_BYTES)
+    except OSError:
+        return None
+
+
 def made_by_gcbatch(path: Path) -> bool:
     """The file is a schema ``gcbatch schema`` made (so it may be refreshed)."""
+    data = read_existing(path)
     try:
-        document: Any = json.loads(path.read_bytes()[: 16 * 1024 * 1024])
-    except (OSError, ValueError):
+        document: Any = json.loads(data) if data is not None else None
+    except ValueError:
         return False
     comment = document.get("$comment") if isinstance(document, dict) else None
     return isinstance(comment, str) and comment.startswith(MADE_BY)
@@ -144,14 +162,14 @@ def _check_target(target: Path) -> None:
 def write_schema(target: Path, text: str) -> bool:
     """Write ``text`` to ``target`` unless it holds it already; True when written."""
     data = text.encode("utf-8")
+    if read_existing(target) == data:
+        return False
     try:
-        if target.read_bytes() == data:
-            return False
-    except OSError:
-        pass
-    target.parent.mkdir(parents=True, exist_ok=True)
-    # a named part file: the schema is for sharing, so it gets the usual permissions
-    # (tempfile's would be owner-only)
-    atomic_write_bytes(target, data, part=target.with_name(f".{target.name}.part"),
-                       durable=False)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        # a named part file: the schema is for sharing, so it gets the usual permissions
+        # (tempfile's would be owner-only)
+        atomic_write_bytes(target, data, part=target.with_name(f".{target.name}.part"),
+                           durable=False)
+    except OSError as exc:
+        raise ConfigError(f"cannot write {target}: {exc.strerror or exc}") from None
     return True

@@ -72,11 +72,15 @@ def _open_sandbox(state_dir: Path) -> tuple[Any, httpx.BaseTransport, Token]:
         from gcbatch.sandbox.transport import SandboxTransport
     except ImportError as exc:  # a partial installation
         raise ConfigError(f"the embedded sandbox is not available: {exc}") from None
-    state_dir.mkdir(parents=True, exist_ok=True)
-    gitignore = state_dir / ".gitignore"
-    if not gitignore.exists():
-        # the sandbox's database is scratch state, never something to commit
-        gitignore.write_text("*\n", encoding="utf-8")
+    try:
+        state_dir.mkdir(parents=True, exist_ok=True)
+        gitignore = state_dir / ".gitignore"
+        if not gitignore.exists():
+            # the sandbox's database is scratch state, never something to commit
+            gitignore.write_text("*\n", encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"the sandbox's state folder {state_dir} cannot be made: "
+                          f"{exc.strerror or exc}") from None
     db = state_dir / SANDBOX_DB
     try:
         app = SandboxApp(db)

@@ -65,6 +65,7 @@ def test_init_refuses_to_overwrite(here: Path, capsys: pytest.CaptureFixture[str
     assert code == 2 and "study.yaml already exists; init never overwrites" in err
     assert (here / "study.yaml").read_text(encoding="utf-8") == "mine\n"
     assert not (here / SCHEMA).exists()
+    assert not (here / ".gcbatch").exists()  # refused before anything was asked
 
 
 def test_init_refuses_a_different_schema_and_writes_nothing(
@@ -177,3 +178,35 @@ def test_init_against_a_server_over_http(here: Path, capsys: pytest.CaptureFixtu
                         "--algorithm", "risk-calculator", "--out", "-"], capsys)
     # the sandbox's algorithms are for signed-in users only, as private ones are
     assert code == 2 and "no token: only public algorithms are visible" in err
+
+
+def test_a_failed_schema_write_leaves_no_manifest(here: Path, monkeypatch: pytest.MonkeyPatch,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    from gcbatch.operations import schema as schema_module
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(schema_module, "atomic_write_bytes", refuse)
+    code, _, err = run(["init", "--sandbox", "--algorithm", "lung-nodule-detector"], capsys)
+    assert code == 2 and f"cannot write {SCHEMA}: Permission denied" in err
+    assert "Traceback" not in err
+    assert not (here / "study.yaml").exists()
+
+
+def test_an_unwritable_folder_is_a_message(here: Path, monkeypatch: pytest.MonkeyPatch,
+                                           capsys: pytest.CaptureFixture[str]) -> None:
+    (here / "taken").write_text("a file where the folder would go", encoding="utf-8")
+    code, _, err = run(["init", "--sandbox", "--algorithm", "lung-nodule-detector",
+                        "taken/study.yaml"], capsys)
+    assert code == 2 and "taken" in err and "Traceback" not in err
+
+
+def test_a_device_under_the_schemas_name_is_never_read(
+        here: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A cloned study folder may hold anything under the schema's name."""
+    (here / SCHEMA).symlink_to("/dev/zero")
+    code, _, err = run(["init", "--sandbox", "--algorithm", "lung-nodule-detector"], capsys)
+    assert code == 2 and "exists with other contents" in err
+    code, _, err = run(["schema", "--sandbox", "--algorithm", "lung-nodule-detector"], capsys)
+    assert code == 2 and "is not a schema gcbatch made" in err

@@ -57,3 +57,12 @@ def test_a_holder_that_cannot_be_read_is_unknown(tmp_path: Path) -> None:
         (tmp_path / "study.lock.lck.holder").unlink()
         with pytest.raises(LockHeldError, match=r"\(holder unknown\)"):
             lf.FileLock(tmp_path / "study.lock.lck").acquire()
+
+
+def test_a_device_as_holder_file_is_not_read(tmp_path: Path) -> None:
+    with lf.FileLock(tmp_path / "study.lock.lck"):
+        holder = tmp_path / "study.lock.lck.holder"
+        holder.unlink()
+        holder.symlink_to("/dev/zero")
+        with pytest.raises(LockHeldError, match=r"\(holder unknown\)"):
+            lf.FileLock(tmp_path / "study.lock.lck").acquire()
