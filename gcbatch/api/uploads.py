@@ -16,7 +16,7 @@ How gcbatch uses it::
 
 Memory stays bounded whatever the file size: a part is never held in memory; its body is
 a generator reading ``chunk_size`` bytes at a time from the file at the part's offset
-(``os.pread`` on one shared descriptor), so memory is about ``max_workers * chunk_size``.
+(``os.pread`` on one shared descriptor; a guarded seek and read where there is no pread), so memory is about ``max_workers * chunk_size``.
 A retried PUT re-reads its part from disk.
 
 Resume trusts a part the server already holds only if its size matches and, when the
@@ -142,6 +142,10 @@ _PLAIN_MD5_ETAG = re.compile(r'^"?([0-9a-fA-F]{32})"?$')
 # byte sources
 
 
+#: os.pread is POSIX-only
+_HAS_PREAD = hasattr(os, "pread")
+
+
 class _Source:
     """Random-access bytes of a file (read with pread: parts are read in parallel), and
     the sha256 of exactly the bytes read for sending.
@@ -163,10 +167,19 @@ class _Source:
         self._hashed = 0  # the in-order hash covers [0, _hashed)
         self._held: dict[int, bytes] = {}
         self._held_bytes = 0
+        self._seek_lock = threading.Lock()
 
     @property
     def path(self) -> Path:
         return self._path
+
+    def _read_at(self, fd: int, n: int, offset: int) -> bytes:
+        if _HAS_PREAD:
+            return os.pread(fd, n, offset)
+        # Windows has no pread: the shared descriptor's position is guarded instead
+        with self._seek_lock:
+            os.lseek(fd, offset, os.SEEK_SET)
+            return os.read(fd, n)
 
     def current_size(self) -> int:
         if self._fd is None:
@@ -182,7 +195,7 @@ class _Source:
         assert self._fd is not None
         out = b""
         while len(out) < length:
-            chunk = os.pread(self._fd, length - len(out), offset + len(out))
+            chunk = self._read_at(self._fd, length - len(out), offset + len(out))
             if not chunk:
                 raise SourceChangedError(f"{self._path} became shorter while it was being uploaded")
             out += chunk

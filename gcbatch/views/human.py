@@ -53,8 +53,10 @@ if TYPE_CHECKING:
     from gcbatch.engine.outcomes import ApplySummary
     from gcbatch.operations.adopt import AdoptResult
     from gcbatch.operations.download import DownloadResult
+    from gcbatch.operations.init import InitResult
     from gcbatch.operations.plan import PlanResult
     from gcbatch.operations.refresh import Refresh
+    from gcbatch.operations.schema import SchemaResult
     from gcbatch.operations.validate import ValidateResult
     from gcbatch.polling import WaitOutcome
     from gcbatch.status import StatusReport
@@ -222,3 +224,16 @@ class HumanView:
 
     def show_adopt(self, result: AdoptResult) -> None:
         self._print(render_adopt(result))
+
+    def show_init(self, result: InitResult) -> None:
+        from gcbatch.views.authoring import render_init
+
+        self._print(render_init(result))
+
+    def show_schema(self, result: SchemaResult) -> None:
+        if result.path is None:  # --out -: the schema itself is the result
+            self._print(result.text, end="")
+            return
+        from gcbatch.views.authoring import render_schema
+
+        self._print(render_schema(result))

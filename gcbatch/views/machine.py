@@ -23,8 +23,10 @@ if TYPE_CHECKING:
     from gcbatch.engine.outcomes import ApplySummary
     from gcbatch.operations.adopt import AdoptResult
     from gcbatch.operations.download import DownloadResult
+    from gcbatch.operations.init import InitResult
     from gcbatch.operations.plan import PlanResult
     from gcbatch.operations.refresh import Refresh
+    from gcbatch.operations.schema import SchemaResult
     from gcbatch.operations.validate import ValidateResult
     from gcbatch.polling import WaitOutcome
     from gcbatch.status import StatusReport
@@ -153,3 +155,17 @@ class JsonView:
 
     def show_adopt(self, result: AdoptResult) -> None:
         self._document(result.as_json())
+
+    def show_init(self, result: InitResult) -> None:
+        from gcbatch.views.authoring import init_json
+
+        self._document(init_json(result))
+
+    def show_schema(self, result: SchemaResult) -> None:
+        if result.path is None:  # --out -: the schema itself is the document
+            self._out.write(result.text)
+            self._out.flush()
+            return
+        from gcbatch.views.authoring import schema_json
+
+        self._document(schema_json(result))

@@ -10,8 +10,10 @@ if TYPE_CHECKING:
     from gcbatch.engine.outcomes import ApplySummary
     from gcbatch.operations.adopt import AdoptResult
     from gcbatch.operations.download import DownloadResult
+    from gcbatch.operations.init import InitResult
     from gcbatch.operations.plan import PlanResult
     from gcbatch.operations.refresh import Refresh
+    from gcbatch.operations.schema import SchemaResult
     from gcbatch.operations.validate import ValidateResult
     from gcbatch.polling import WaitOutcome
     from gcbatch.status import StatusReport
@@ -45,6 +47,10 @@ class View(Protocol):
     def show_download(self, result: DownloadResult) -> None: ...
 
     def show_adopt(self, result: AdoptResult) -> None: ...
+
+    def show_init(self, result: InitResult) -> None: ...
+
+    def show_schema(self, result: SchemaResult) -> None: ...
 
 
 def make_view(as_json: bool) -> View:
