@@ -26,6 +26,7 @@ and is reported as such (exit 1, with a short message, never the token).
     │   ├── RateLimitedError            429 (after retries; a job POST is never retried)
     │   └── ServerError                 5xx (after retries, where retrying is allowed)
     ├── TransportError (1)              no answer: connection refused/reset, timeout
+    │   └── CertificateError (2)        the server's TLS certificate is not trusted (not retried)
     ├── InDoubtError (1)                a job POST got no definite answer
     ├── QuotaStopError (4)              stopped cleanly on a quota (credits)
     ├── WaitTimeoutError (5)            `wait --timeout` passed before every job ended
@@ -189,6 +190,14 @@ class ServerError(ApiError):
 
 class TransportError(GcbatchError):
     """No answer from the server at all."""
+
+
+class CertificateError(TransportError):
+    """The server's TLS certificate could not be verified, or the TLS handshake failed:
+    no request was sent, and trying again cannot help; the trust settings must change
+    (``--ca-bundle``, the CA variables, ``--truststore``)."""
+
+    exit_code = EXIT_INVALID
 
 
 class InDoubtError(GcbatchError):

@@ -146,7 +146,7 @@ def open_session(
         return session
     client = client_factory(server,
                             resolve_token(connection.token_file, required=token_required),
-                            on_event=on_event)
+                            verify=connection.trust, on_event=on_event)
     session = Session(client=client)
     session._closers.append(client.close)
     return session
