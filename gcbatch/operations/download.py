@@ -42,6 +42,19 @@ class DownloadResult:
         return tuple(row for row in self.refresh.report.rows
                      if row.case_id in self.targeted and row.status != JobStatus.SUCCEEDED)
 
+    @property
+    def ended_without_results(self) -> tuple[CaseStatus, ...]:
+        """Targeted cases whose job ended and never will have results (Failed,
+        Cancelled, missing on the server)."""
+        return tuple(row for row in self.without_results
+                     if row.job_pk is not None and row.problem)
+
+    @property
+    def nothing_submitted(self) -> bool:
+        """No targeted case has a job: there was nothing to download."""
+        return not any(row.job_pk is not None for row in self.refresh.report.rows
+                       if row.case_id in self.targeted)
+
 
 def download(study: Study, session: Session, targeting: Targeting, out_dir: Path, *,
              workers: int = 8, on_event: Hook = ignore) -> DownloadResult:

@@ -46,6 +46,7 @@ from gcbatch.views.text import (
     render_plan,
     render_status_summary,
     render_status_table,
+    render_without_results,
     use_color,
 )
 
@@ -182,9 +183,15 @@ class HumanView:
             read = stats.bytes_read / (1024 * 1024)
             self._print(f"hashed {stats.files_read} file(s) ({read:.1f} MiB read), "
                         f"{stats.hits} unchanged file(s) from the hash cache", err=True)
+        blocked = result.plan.count()["blocked"]
+        if blocked:
+            self._print(f"{blocked} case(s) blocked: they do not fit the algorithm, and apply "
+                        "would send nothing until they do (fix them, or let apply "
+                        "--keep-going leave them out)", err=True)
         if token_missing:
-            self._print("offline plan: no API token (set GRAND_CHALLENGE_AUTHORIZATION, or "
-                        "use --sandbox) so the server was not asked", err=True)
+            self._print("offline plan: no API token (set GRAND_CHALLENGE_AUTHORIZATION or "
+                        "pass --token-file; or use --sandbox) so the server was not asked",
+                        err=True)
 
     def show_apply(self, summary: ApplySummary) -> None:
         self._print(render_apply_summary(summary))
@@ -214,13 +221,8 @@ class HumanView:
             self._print(f"error: {path}: {error}", err=True)
         for line in render_missing_outputs(result.summary.missing):
             self._print(f"error: {line}", err=True)
-        without = result.without_results
-        if without:
-            counts: dict[str, int] = {}
-            for row in without:
-                counts[row.status] = counts.get(row.status, 0) + 1
-            listed = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
-            self.warn(f"{len(without)} targeted case(s) have no results yet ({listed})")
+        for line in render_without_results(result):
+            self.warn(line)
 
     def show_adopt(self, result: AdoptResult) -> None:
         self._print(render_adopt(result))

@@ -26,6 +26,7 @@ from gcbatch.statuses import FAILED_STATUSES
 
 if TYPE_CHECKING:
     from gcbatch.operations.adopt import AdoptResult
+    from gcbatch.operations.download import DownloadResult
 
 __all__ = [
     "human_bytes",
@@ -42,6 +43,7 @@ __all__ = [
     "render_plan_summary",
     "render_status_summary",
     "render_status_table",
+    "render_without_results",
     "use_color",
 ]
 
@@ -205,6 +207,8 @@ def render_apply_summary(summary: ApplySummary) -> str:
         parts.append(f"{c['failed']} failed")
     if c["in_doubt"]:
         parts.append(f"{c['in_doubt']} in doubt")
+    if c["blocked"]:
+        parts.append(f"{c['blocked']} blocked, skipped (--keep-going)")
     lines = [", ".join(parts) + f" ({summary.elapsed:.1f} s)"]
     if summary.stopped_by_credits:
         lines.append(
@@ -215,7 +219,7 @@ def render_apply_summary(summary: ApplySummary) -> str:
     if summary.interrupted:
         lines.append(f"interrupted: {c['waiting']} case(s) not submitted; "
                      "run apply again to continue")
-    for outcome in summary.of(Outcome.FAILED, Outcome.IN_DOUBT):
+    for outcome in summary.of(Outcome.FAILED, Outcome.IN_DOUBT, Outcome.BLOCKED):
         lines.append(f"  {outcome.kind.value.replace('_', ' ')}: {outcome.case}: "
                      f"{outcome.message}")
     skipped = summary.of(Outcome.SKIPPED)
@@ -305,3 +309,33 @@ def render_download(summary: DownloadSummary, tables: tuple[object, object]) -> 
         f"complete; {summary.values_written} value(s) written, {summary.values_unchanged} "
         f"unchanged\ntables: {tables[0]} {tables[1]}"
     )
+
+
+def _counted(rows: Sequence[CaseStatus]) -> str:
+    counts: dict[str, int] = {}
+    for row in rows:
+        counts[row.status] = counts.get(row.status, 0) + 1
+    return ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
+
+
+def render_without_results(result: DownloadResult) -> list[str]:
+    """Why targeted cases have no results: never submitted, ended without results (they
+    never will), still running (later); each with what to do."""
+    if result.nothing_submitted:
+        return ["nothing to download: no targeted case has a job yet (run `gcbatch apply`, "
+                "then `gcbatch wait`)"]
+    without = result.without_results
+    ended = result.ended_without_results
+    unsubmitted = [row for row in without if row.job_pk is None]
+    running = [row for row in without if row.job_pk is not None and row not in ended]
+    lines = []
+    if ended:
+        lines.append(f"{len(ended)} targeted case(s) ended without results and never will "
+                     f"have any ({_counted(ended)}): `gcbatch apply --retry-failed` submits "
+                     "them again")
+    if running:
+        lines.append(f"{len(running)} targeted case(s) have no results yet "
+                     f"({_counted(running)}): run download again after `gcbatch wait`")
+    if unsubmitted:
+        lines.append(f"{len(unsubmitted)} targeted case(s) have no job (run `gcbatch apply`)")
+    return lines
