@@ -185,9 +185,8 @@ class HumanView:
                         f"{stats.hits} unchanged file(s) from the hash cache", err=True)
         blocked = result.plan.count()["blocked"]
         if blocked:
-            self._print(f"{blocked} case(s) blocked: they do not fit the algorithm, and apply "
-                        "would send nothing until they do (fix them, or let apply "
-                        "--keep-going leave them out)", err=True)
+            self._print(f"{blocked} case(s) blocked (why: above): apply would send nothing "
+                        "until they are fixed, or leave them out with --keep-going", err=True)
         if token_missing:
             self._print("offline plan: no API token (set GRAND_CHALLENGE_AUTHORIZATION or "
                         "pass --token-file; or use --sandbox) so the server was not asked",
