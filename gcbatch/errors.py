@@ -18,6 +18,7 @@ and is reported as such (exit 1, with a short message, never the token).
     │   ├── AuthenticationError         401
     │   ├── PermissionDeniedError       403
     │   ├── NotFoundError               404
+    │   │   └── UnknownSlugError (2)    no algorithm/archive/socket of that slug visible to you
     │   ├── RequestRejectedError        400 (the body's messages are kept)
     │   │   ├── TooManyActiveJobsError  "You have too many active jobs, ..."
     │   │   ├── OutOfCreditsError       "You have run out of algorithm credits"
@@ -153,6 +154,13 @@ class PermissionDeniedError(ApiError):
 
 class NotFoundError(ApiError):
     """404."""
+
+
+class UnknownSlugError(NotFoundError):
+    """No algorithm, archive or socket of the slug a manifest names is visible to the
+    user: bad input (exit 2, like an algorithm the user may not run), nothing was sent."""
+
+    exit_code = EXIT_INVALID
 
 
 class RequestRejectedError(ApiError):

@@ -83,8 +83,8 @@ from gcbatch.api.trust import Trust
 from gcbatch.errors import (
     ApiError,
     InDoubtError,
-    NotFoundError,
     TransportError,
+    UnknownSlugError,
 )
 from gcbatch.events import Hook, ignore
 
@@ -181,8 +181,9 @@ class GrandChallengeClient:
         ]
         exact = [r for r in results if r.get("slug") in (None, slug)]
         if not exact:
-            raise NotFoundError(
-                f"{what} {slug!r} not found on {self.base_url} (or your account may not see it)",
+            raise UnknownSlugError(
+                f"{what} {slug!r} not found on {self.base_url} (or your account may not see "
+                "it: check the slug, and that the token is of an account with access)",
                 status=404,
                 url=self.url(path),
             )

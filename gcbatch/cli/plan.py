@@ -51,6 +51,9 @@ def wants_online(connection: ConnectionOptions, offline: bool) -> bool:
 @click.option("--offline", is_flag=True, default=False,
               help="Do not ask the server (no token needed): lockfile statuses, archive "
               "generators not expanded, no interface check.")
+@click.option("--max-active", type=click.IntRange(1, 10_000), default=None, metavar="N",
+              help="The forecast assumes at most N active jobs (apply's flag; default: the "
+              "server's limit when known, else the platform's usual 16).")
 @click.option("--retry-failed", is_flag=True, default=False,
               help="Preview `apply --retry-failed`: cases whose job failed show as "
               "retry (online, the jobs' statuses now).")
@@ -61,6 +64,7 @@ def plan(
     targeting: Targeting,
     detailed_exitcode: bool,
     offline: bool,
+    max_active: int | None,
     retry_failed: bool,
 ) -> int:
     """Show what apply would do, case by case: + submit, ~ resubmit (which inputs
@@ -84,7 +88,7 @@ def plan(
         if online:
             with connect(study, connection, on_event=view.event) as session:
                 result = plan_study(study, targeting=targeting, session=session,
-                                    retry_failed=retry_failed)
+                                    retry_failed=retry_failed, max_active=max_active)
         else:
             result = plan_study(study, targeting=targeting, retry_failed=retry_failed)
     finally:

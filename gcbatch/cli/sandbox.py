@@ -353,7 +353,8 @@ def _print_banner(
     out(f"  users     {users}  (sandbox test tokens)")
     if sb.cafile:
         out(f"  TLS CA    {sb.cafile}")
-        out(f"            trust it: SSL_CERT_FILE={sb.cafile} (gcapi) or curl --cacert")
+        out(f"            trust it: --ca-bundle {sb.cafile} (gcbatch; or GCBATCH_CA_BUNDLE),")
+        out(f"            SSL_CERT_FILE={sb.cafile} (gcapi), curl --cacert")
     if plan.latency_ms:
         out(f"  latency   +{plan.latency_ms:g} ms per API request")
     for rule in plan.rules:
@@ -367,16 +368,17 @@ def _print_banner(
             f'  try       curl{cacert} -H "Authorization: Bearer {first[1]}" '
             f"{sb.api_url}algorithms/"
         )
+        ca_env = f"GCBATCH_CA_BUNDLE={sb.cafile} " if sb.cafile else ""
         out(
-            f"  use       GCBATCH_SERVER={sb.api_url} GRAND_CHALLENGE_AUTHORIZATION={first[1]} "
-            "gcbatch apply study.yaml"
+            f"  use       {ca_env}GCBATCH_SERVER={sb.api_url} "
+            f"GRAND_CHALLENGE_AUTHORIZATION={first[1]} gcbatch apply study.yaml"
         )
     out(f"  admin     token {info['admin_token']} (header X-Gcbatch-Sandbox-Admin; "
         "needed by /_sandbox/ and inspect)")
     out(
         f"  inspect   gcbatch sandbox inspect --url {sb.base_url} "
         f"--admin-token {info['admin_token']}"
-        + (f" --cafile {sb.cafile}" if sb.cafile else "")
+        + (f" --ca-bundle {sb.cafile}" if sb.cafile else "")
     )
     out("Press Ctrl-C to stop.")
     stream.flush()

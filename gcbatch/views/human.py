@@ -37,6 +37,7 @@ from gcbatch.views.progress import (
 )
 from gcbatch.views.text import (
     render_adopt,
+    render_all_missing,
     render_apply_summary,
     render_download,
     render_findings,
@@ -177,7 +178,7 @@ class HumanView:
                    for e in result.in_doubt}
         self._print(render_plan(result.plan, color=use_color(self._out), details=details))
         if result.forecast is not None:
-            self._print(render_forecast(result.forecast))
+            self._print(render_forecast(result.forecast, result.limit_source))
         stats = result.hash_stats
         if stats.hits or stats.misses:
             read = stats.bytes_read / (1024 * 1024)
@@ -200,6 +201,9 @@ class HumanView:
         self._print(render_status_summary(report))
         if report.rows:
             self._print(render_status_table(report.rows), end="")
+        hint = render_all_missing(report)
+        if hint:
+            self.warn(hint)
 
     def show_wait(self, report: StatusReport, *, timed_out: bool) -> None:
         self._print(render_status_summary(report))

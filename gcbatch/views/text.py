@@ -22,7 +22,7 @@ from gcbatch.engine.reconcile import Adopt
 from gcbatch.errors import Finding
 from gcbatch.plan import Action, ActionKind, Plan
 from gcbatch.status import CaseStatus, StatusReport, format_duration
-from gcbatch.statuses import FAILED_STATUSES
+from gcbatch.statuses import FAILED_STATUSES, MISSING
 
 if TYPE_CHECKING:
     from gcbatch.operations.adopt import AdoptResult
@@ -33,6 +33,7 @@ __all__ = [
     "mib",
     "render_action",
     "render_adopt",
+    "render_all_missing",
     "render_apply_summary",
     "render_download",
     "render_findings",
@@ -168,11 +169,20 @@ def render_in_doubt(examination: Examination, manifest: str) -> list[str]:
     return lines
 
 
-def render_forecast(outlook: Forecast) -> str:
-    """``quota: 40 job(s), at most 16 active at a time → 3 wave(s), ...``."""
+_LIMIT_SOURCES = {
+    "server": "the server's limit",
+    "flag": "--max-active",
+    "default": "the platform's usual limit; the API does not tell yours: --max-active N "
+               "if you know it",
+}
+
+
+def render_forecast(outlook: Forecast, source: str = "") -> str:
+    """``quota: 40 job(s), at most 16 active at a time (why) → 3 wave(s), ...``."""
     if outlook.jobs == 0:
         return "quota: nothing to submit"
-    text = (f"quota: {outlook.jobs} job(s), at most {outlook.limit} active at a time"
+    why = f" ({_LIMIT_SOURCES[source]})" if source in _LIMIT_SOURCES else ""
+    text = (f"quota: {outlook.jobs} job(s), at most {outlook.limit} active at a time{why}"
             f" → {outlook.waves} wave(s)")
     if outlook.already_active:
         text += f" ({outlook.already_active} of your jobs are active already)"
@@ -339,3 +349,15 @@ def render_without_results(result: DownloadResult) -> list[str]:
     if unsubmitted:
         lines.append(f"{len(unsubmitted)} targeted case(s) have no job (run `gcbatch apply`)")
     return lines
+
+
+def render_all_missing(report: StatusReport) -> str:
+    """When the server shows none of the lockfile's jobs, the likeliest cause: a token
+    of another account (a job is visible to its creator only) or another server."""
+    jobs = report.jobs
+    if not jobs or any(row.status != MISSING for row in jobs):
+        return ""
+    return (f"the server shows none of the {len(jobs)} job(s) this lockfile records. Jobs are "
+            "visible only to the account that created them: is the token "
+            "(GRAND_CHALLENGE_AUTHORIZATION / --token-file) that account's, and the server "
+            "the one they were submitted to?")

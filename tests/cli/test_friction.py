@@ -128,7 +128,7 @@ def test_download_of_failed_jobs_says_they_ended_without_results(
 
 
 class _NotASandbox(http.server.BaseHTTPRequestHandler):
-    def do_GET(self) -> None:  # noqa: N802 - the stdlib's name
+    def do_GET(self) -> None:
         self.send_error(404)  # an HTML page, as web servers answer
 
     def log_message(self, *args: object) -> None:
@@ -199,3 +199,45 @@ def test_image_and_file_outputs_are_path_columns_of_the_tables(tmp_path: Path) -
             assert (out / path).is_file()
         row = next(r for r in rows if r.startswith(case["case_id"] + ","))
         assert row.endswith(f",{heatmap},{case['case_id']}/report.json")
+
+
+def test_status_under_another_accounts_token_hints_at_the_token(
+        sandbox_server: RunningSandbox, tmp_path: Path) -> None:
+    manifest = study(tmp_path, ("a", "age"), ("b", "age"))
+    server = ["--server", sandbox_server.api_url]
+    assert gcbatch(["apply", str(manifest), *server], tmp_path, TOKEN).returncode == 0
+    mine = gcbatch(["status", str(manifest), *server], tmp_path, TOKEN)
+    assert "the server shows none" not in mine.stderr
+    other = gcbatch(["status", str(manifest), *server], tmp_path,
+                    sandbox_server.token("other"))
+    assert other.returncode == 1
+    assert "2 Missing" in other.stdout
+    assert "the server shows none of the 2 job(s)" in other.stderr
+    assert "is the token" in other.stderr
+
+
+def test_the_forecast_says_where_its_limit_comes_from(tmp_path: Path,
+                                                      sandbox_server: RunningSandbox) -> None:
+    manifest = study(tmp_path, ("a", "age"))
+    known = gcbatch(["plan", str(manifest), "--sandbox"], tmp_path)
+    assert "at most 16 active at a time (the server's limit)" in known.stdout
+    flag = gcbatch(["plan", str(manifest), "--sandbox", "--max-active", "3"], tmp_path)
+    assert "at most 3 active at a time (--max-active)" in flag.stdout
+    unknown = gcbatch(["plan", str(manifest), "--server", sandbox_server.api_url], tmp_path,
+                      TOKEN)
+    assert "(the platform's usual limit; the API does not tell yours" in unknown.stdout
+
+
+def test_an_archive_you_cannot_see_exits_2_like_an_algorithm_you_cannot_run(
+        tmp_path: Path) -> None:
+    manifest = tmp_path / "study.yaml"
+    manifest.write_text("version: 1\nalgorithm: lung-nodule-detector\ncases:\n"
+                        "  - foreach: {archive: no-such-archive}\n    id: 'i-{item.pk}'\n"
+                        "    inputs:\n      ct-image: {archive_item: '{item.pk}', "
+                        "socket: ct-image}\n")
+    archive = gcbatch(["plan", str(manifest), "--sandbox"], tmp_path)
+    assert archive.returncode == 2, archive.stderr
+    assert "archive 'no-such-archive' not found" in archive.stderr
+    manifest.write_text(manifest.read_text().replace("lung-nodule-detector", "no-such-alg"))
+    algorithm = gcbatch(["plan", str(manifest), "--sandbox"], tmp_path)
+    assert algorithm.returncode == 2, algorithm.stderr
