@@ -252,3 +252,30 @@ def test_https_proxy_tunnels_everything_and_sees_no_secret(
     seen = heads + bytes(proxy.carried)
     assert TOKEN.encode() not in seen
     assert b"/api/v1/" not in seen and b"X-Amz-Signature" not in seen
+
+
+@pytest.mark.parametrize("command", [["plan"], ["apply"], ["status"], ["wait"], ["download"],
+                                     ["adopt"], ["init"], ["schema"], ["sandbox", "inspect"]])
+def test_every_command_that_connects_takes_the_tls_flags(command: list[str]) -> None:
+    from click.testing import CliRunner
+
+    from gcbatch.cli import cli
+
+    result = CliRunner().invoke(cli, [*command, "--help"])
+    assert result.exit_code == 0, result.output
+    assert "--ca-bundle" in result.output and "--truststore" in result.output
+
+
+def test_schema_and_init_reach_a_private_ca_server(tls_sandbox: RunningSandbox,
+                                                   tmp_path: Path) -> None:
+    server = ["--server", tls_sandbox.api_url, "--algorithm", "risk-calculator"]
+    refused = run_cli(["schema", *server, "--out", "-"], tmp_path)
+    assert refused.returncode == 2 and "--ca-bundle" in refused.stderr
+    schema = run_cli(["schema", *server, "--out", "-", "--ca-bundle",
+                      str(tls_sandbox.cafile)], tmp_path)
+    assert schema.returncode == 0, schema.stderr
+    assert '"age"' in schema.stdout
+    init = run_cli(["init", "study.yaml", *server], tmp_path,
+                   GCBATCH_CA_BUNDLE=str(tls_sandbox.cafile))
+    assert init.returncode == 0, init.stderr
+    assert (tmp_path / "study.yaml").is_file()
