@@ -241,3 +241,21 @@ def test_an_archive_you_cannot_see_exits_2_like_an_algorithm_you_cannot_run(
     manifest.write_text(manifest.read_text().replace("lung-nodule-detector", "no-such-alg"))
     algorithm = gcbatch(["plan", str(manifest), "--sandbox"], tmp_path)
     assert algorithm.returncode == 2, algorithm.stderr
+
+
+def test_a_refused_retry_of_image_inputs_says_what_would_allow_one(
+        failing_sandbox: RunningSandbox, tmp_path: Path) -> None:
+    manifest = tmp_path / "study.yaml"
+    manifest.write_text("version: 1\nalgorithm: lung-nodule-detector\ncases:\n"
+                        "  - foreach: {archive: lung-archive}\n    id: 'item-{item.pk}'\n"
+                        "    inputs:\n      ct-image: {archive_item: '{item.pk}', "
+                        "socket: ct-image}\n")
+    server = ["--server", failing_sandbox.api_url]
+    assert gcbatch(["apply", str(manifest), *server], tmp_path, TOKEN).returncode == 0
+    gcbatch(["wait", str(manifest), *server, "--poll-interval", "1s"], tmp_path, TOKEN)
+    retried = gcbatch(["apply", str(manifest), *server, "--retry-failed", "--keep-going"],
+                      tmp_path, TOKEN)
+    assert retried.returncode == 1
+    assert "the server refuses to run the same inputs (images) again" in retried.stdout
+    assert "value inputs" not in retried.stdout
+    assert "A re-run needs a new image (or model) of the algorithm" in retried.stdout
