@@ -53,9 +53,11 @@ class Relay:
     it carried. ``connect=True``: an HTTP CONNECT proxy instead (any host it is asked for
     is 127.0.0.1), which also keeps the CONNECT requests it read in clear."""
 
-    def __init__(self, target_port: int = 0, *, connect: bool = False) -> None:
+    def __init__(self, target_port: int = 0, *, connect: bool = False,
+                 refuse: bool = False) -> None:
         self.target_port = target_port
         self.connect = connect
+        self.refuse = refuse
         self.connections = 0
         self.heads: list[bytes] = []
         self.carried = bytearray()
@@ -86,6 +88,11 @@ class Relay:
                     head += chunk
                 with self._lock:
                     self.heads.append(head)
+                if self.refuse:
+                    conn.sendall(b"HTTP/1.1 407 Proxy Authentication Required\r\n"
+                                 b"Content-Length: 0\r\n\r\n")
+                    conn.close()
+                    return
                 target = head.split(b"\r\n", 1)[0].split()[1].decode()
                 port = int(target.rsplit(":", 1)[1])
                 conn.sendall(b"HTTP/1.1 200 Connection established\r\n\r\n")
@@ -242,9 +249,12 @@ def test_https_proxy_tunnels_everything_and_sees_no_secret(
     server = ["--server", f"https://gc.test:{port}/api/v1/", "--ca-bundle",
               str(sandbox.cafile)]
     result = run_cli(["apply", str(study), *server], tmp_path,
-                     HTTPS_PROXY=f"http://127.0.0.1:{proxy.port}")
+                     HTTPS_PROXY=f"http://user:s3cret@127.0.0.1:{proxy.port}")
     assert result.returncode == 0, result.stderr
+    assert "s3cret" not in result.stdout + result.stderr
     heads = b"".join(proxy.heads)
+    # the proxy's credentials go to the proxy (base64 of user:s3cret), in each CONNECT
+    assert all(b"Proxy-Authorization: Basic dXNlcjpzM2NyZXQ=" in h for h in proxy.heads)
     assert proxy.connections >= 1
     assert all(h.startswith(f"CONNECT gc.test:{port} ".encode()) for h in proxy.heads)
     uploads = [r for r in sandbox.admin.requests(0)["requests"] if r["method"] == "PUT"]
@@ -279,3 +289,16 @@ def test_schema_and_init_reach_a_private_ca_server(tls_sandbox: RunningSandbox,
                    GCBATCH_CA_BUNDLE=str(tls_sandbox.cafile))
     assert init.returncode == 0, init.stderr
     assert (tmp_path / "study.yaml").is_file()
+
+
+def test_a_proxy_that_refuses_is_named_and_not_retried(tmp_path: Path,
+                                                       relay: Callable[..., Relay]) -> None:
+    proxy = relay(connect=True, refuse=True)
+    study = manifest(tmp_path)
+    result = run_cli(["plan", str(study), "--server", "https://gc.test/api/v1/"], tmp_path,
+                     HTTPS_PROXY=f"http://user:s3cret@127.0.0.1:{proxy.port}")
+    assert result.returncode == 1, result.stderr
+    assert "407" in result.stderr
+    assert f"through the proxy http://127.0.0.1:{proxy.port} of HTTPS_PROXY" in result.stderr
+    assert "s3cret" not in result.stderr and "Traceback" not in result.stderr
+    assert proxy.connections == 1
