@@ -4,6 +4,7 @@ Every such command takes the manifest as its argument and the same connection, o
 targeting flags, so a user learns them once::
 
     gcbatch <command> MANIFEST [--server URL] [--token-file PATH] [--sandbox]
+                               [--ca-bundle PATH] [--truststore]
                                [--lockfile PATH] [--json] [--case ID ...] [--select GLOB ...]
 
 Use the decorators, which collect the flags into frozen values (so a command's signature
