@@ -4,7 +4,8 @@ Every such command takes the manifest as its argument and the same connection, o
 targeting flags, so a user learns them once::
 
     gcbatch <command> MANIFEST [--server URL] [--token-file PATH] [--sandbox]
-                               [--lockfile PATH] [--json] [--case ID ...] [--select GLOB ...]
+                               [--lockfile PATH] [--shard I/N] [--json]
+                               [--case ID ...] [--select GLOB ...]
 
 Use the decorators, which collect the flags into frozen values (so a command's signature
 stays short and the values can be passed on to core code unchanged)::
@@ -34,9 +35,11 @@ from typing import Any, TypeVar
 
 import click
 
+from gcbatch.errors import ConfigError
+
 # the values live below the CLI (operations and the engine use them without click)
 from gcbatch.operations.study import ConnectionOptions
-from gcbatch.targeting import Targeting
+from gcbatch.targeting import Shard, Targeting, parse_shard
 
 __all__ = [
     "ConnectionOptions",
@@ -59,7 +62,8 @@ manifest_argument = click.argument(
 
 
 def connection_options(func: F) -> F:
-    """Add ``--server``, ``--token-file``, ``--sandbox``, ``--lockfile`` → ``connection``."""
+    """Add ``--server``, ``--token-file``, ``--sandbox``, ``--lockfile``, ``--shard`` →
+    ``connection``."""
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -68,6 +72,7 @@ def connection_options(func: F) -> F:
             token_file=kwargs.pop("token_file"),
             sandbox=kwargs.pop("sandbox"),
             lockfile=kwargs.pop("lockfile"),
+            shard=kwargs.pop("shard"),
         )
         return func(*args, **kwargs)
 
@@ -99,11 +104,29 @@ def connection_options(func: F) -> F:
             default=None,
             help="Use this lockfile instead of the one beside the manifest.",
         ),
+        click.option(
+            "--shard",
+            metavar="I/N",
+            default=None,
+            callback=_shard_value,
+            help="Only shard I of N (0 <= I < N; a stable hash of the case id), with its "
+            "own lockfile <stem>.shard-I-of-N.lock: N processes on N hosts. "
+            "`gcbatch lock merge` folds the shards' lockfiles into one.",
+        ),
     ]
     decorated: Any = wrapper
     for option in reversed(options):
         decorated = option(decorated)
     return decorated  # type: ignore[no-any-return]
+
+
+def _shard_value(ctx: click.Context, param: click.Parameter, value: str | None) -> Shard | None:
+    if value is None:
+        return None
+    try:
+        return parse_shard(value)
+    except ConfigError as exc:
+        raise click.BadParameter(str(exc).removeprefix(f"--shard {value!r}: ")) from None
 
 
 def json_option(func: F) -> F:

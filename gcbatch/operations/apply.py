@@ -60,9 +60,10 @@ def apply(
         hasher = FileHasher(study.hash_cache)
         settled_before = settled_fingerprints(store.lockfile,
                                               retry_failed=options.retry_failed)
+        only = study.shard.contains if study.shard is not None else None
         with gc_paused():  # 100,000 cases: see gcbatch.perf
             expansion = expand(manifest, archive_items=None, hasher=hasher,
-                               settled=settled_before)
+                               settled=settled_before, only=only)
         algorithm = require_algorithm(view.algorithm(manifest.algorithm), manifest.algorithm)
         if (store.lockfile.algorithm.pk, store.lockfile.algorithm.api_url) != (
                 algorithm.pk, algorithm.api_url):
@@ -80,9 +81,9 @@ def apply(
                 # again, for the cases that needed the server's answers (archive items,
                 # newly failed jobs); locked ones still come back as ids only (`settled`)
                 expansion = expand(manifest, archive_items=archive_items, hasher=hasher,
-                                   settled=settled_now)
+                                   settled=settled_now, only=only)
             hasher.save()
-            targeting = options.targeting
+            targeting = options.targeting.within(study.shard)
             targeting.check_known(expansion.case_ids)
             targeted = [c for c in expansion.cases if targeting.matches(c.id)]
             settled = [cid for cid in expansion.settled if targeting.matches(cid)]

@@ -45,7 +45,9 @@ def scope(study: Study, targeting: Targeting, *,
     """Cases and input summaries; no file is read (ids and summaries need no contents).
     Archive generators expand only with ``archive_items`` (``download`` fetches them for
     the table; ``status``/``wait`` know those cases from the lockfile once applied)."""
-    expansion = expand(study.manifest, archive_items=archive_items, hasher=None)
+    targeting = targeting.within(study.shard)
+    expansion = expand(study.manifest, archive_items=archive_items, hasher=None,
+                       only=study.shard.contains if study.shard is not None else None)
     locked = lockmod.load(study.lockfile, server=study.server, algorithm=study.algorithm)
     locked_ids = set(locked.cases) if locked is not None else set()
     all_ids = tuple(sorted({case.id for case in expansion.cases} | locked_ids))
