@@ -124,6 +124,22 @@ class FileHasher:
             self.stats.hits += 1
         return str(cached[2])
 
+    def fresh_entries(self) -> list[tuple[str, int, int]]:
+        """(path, size, mtime_ns) of every file whose cached digest still holds (a stat
+        each): what a cached answer built on these digests depends on."""
+        with self._lock:
+            tables = [dict(self._cache), dict(self._json)]
+        out: list[tuple[str, int, int]] = []
+        for table in tables:
+            for path, cached in table.items():
+                try:
+                    st = os.stat(path)
+                except OSError:
+                    continue
+                if cached[0] == st.st_size and cached[1] == st.st_mtime_ns:
+                    out.append((path, st.st_size, st.st_mtime_ns))
+        return out
+
     def remember_json(self, path: str, st: os.stat_result, value: Any, digest: str) -> None:
         """Cache a JSON file's value and digest, read after ``st`` was taken; not a file
         modified in the last :data:`RACY_WINDOW_NS`, nor a large value."""
