@@ -100,7 +100,7 @@ def _one_server(sources: Sequence[tuple[str, Lockfile]]) -> str:
                             "only mean something on the server that made them, so they "
                             "cannot be merged (`gcbatch lock move` moves one to another URL "
                             "of the same server first)")
-    return min(lf.server for _, lf in sources)
+    return normalize_server(min(lf.server for _, lf in sources))
 
 
 def _one_algorithm(sources: Sequence[tuple[str, Lockfile]]) -> AlgorithmRef:
