@@ -6,11 +6,12 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from test_apply import World, image_manifest, mutating, value_manifest, world  # noqa: F401
+from test_apply import FAST, World, image_manifest, mutating, value_manifest
 
 from gcbatch import lockfile as lockmod
 from gcbatch.errors import ConfigError, InputError, LockHeldError
@@ -19,10 +20,19 @@ from gcbatch.operations.lock_merge import merge, merge_shards
 from gcbatch.operations.lock_move import move
 from gcbatch.operations.lock_rebuild import rebuild
 from gcbatch.operations.study import ConnectionOptions, open_study
+from gcbatch.sandbox.app import SandboxApp
+from gcbatch.sandbox.faults import FaultInjector, FaultPlan
 from gcbatch.sandbox.lifecycle import make_mha
 from gcbatch.targeting import Shard
 
 BASE = "http://127.0.0.1:9/api/v1/"
+
+@pytest.fixture
+def world(tmp_path: Path) -> Iterator[World]:
+    app = SandboxApp(tmp_path / "sandbox.db", config=FAST)
+    yield World(app, tmp_path, FaultInjector(FaultPlan()))
+    app.close()
+
 
 
 def _pairs(path: Path) -> dict[str, str]:
@@ -217,7 +227,6 @@ def test_move_to_another_server_is_refused_and_changes_nothing(world: World,
     world.apply(manifest)
     lock_path = world.dir / "study.lock"
     before = lock_path.read_bytes()
-    from gcbatch.sandbox.app import SandboxApp
 
     other_app = SandboxApp(tmp_path / "other.db", config=world.app.config)
     try:

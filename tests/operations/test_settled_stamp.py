@@ -6,19 +6,29 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from test_apply import World, mutating, world  # noqa: F401  (the fixture)
+from test_apply import FAST, World, mutating
 
 from gcbatch.engine.outcomes import Outcome
 from gcbatch.operations import apply as apply_module
 from gcbatch.operations import settled_stamp
 from gcbatch.operations.status import status
+from gcbatch.sandbox.app import SandboxApp
+from gcbatch.sandbox.faults import FaultInjector, FaultPlan
 from gcbatch.targeting import Targeting
 
 HOUR_AGO = time.time() - 3600
+
+@pytest.fixture
+def world(tmp_path: Path) -> Iterator[World]:
+    app = SandboxApp(tmp_path / "sandbox.db", config=FAST)
+    yield World(app, tmp_path, FaultInjector(FaultPlan()))
+    app.close()
+
 
 
 def _study_files(world: World, n: int) -> Path:
