@@ -177,7 +177,14 @@ class FileHasher:
         """Write the cache (atomically) if it changed; a cache we cannot write is skipped."""
         if self.cache_path is None or not self._dirty:
             return
+        # Shards of one study (``apply --shard I/N``, N processes at once) share this
+        # file: what another wrote since we read it is kept (ours wins for a path both
+        # have), or each would throw away the others' digests and hash again next time.
+        theirs, their_json = _read_cache(self.cache_path)
         with self._lock:
+            for table, other in ((self._cache, theirs), (self._json, their_json)):
+                for path, entry in other.items():
+                    table.setdefault(path, entry)
             text = json.dumps({"version": CACHE_VERSION, "files": self._cache,
                                "json": self._json}, separators=(",", ":"), sort_keys=True)
             self._dirty = False

@@ -128,6 +128,10 @@ def test_four_shards_merge_rebuild_and_reapply(
     server = _server_pairs(sb)
     assert len(server) == 200  # 200 jobs, 0 duplicates
     assert not (tmp_path / "study.lock").exists()
+    # a shard's own status: its cases, from its own lockfile
+    shard_status = _run(sb, "status", str(manifest), "--shard", "2/4", "--json")
+    assert shard_status.returncode == 0, shard_status.stderr
+    assert {c["case"]: c["job"] for c in json.loads(shard_status.stdout)["cases"]} == shards[2]
 
     merged = _run(sb, "lock", "merge", str(manifest), server=False)
     assert merged.returncode == 0, merged.stderr
