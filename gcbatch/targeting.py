@@ -104,6 +104,13 @@ class Targeting:
         """ConfigError (exit 2) naming every ``--case`` id not in ``known``."""
         known_set = set(known)
         missing = [cid for cid in self.case_ids if cid not in known_set]
+        shard = self.shard
+        elsewhere = [cid for cid in missing if shard is not None and not shard.contains(cid)]
+        if elsewhere and shard is not None:
+            where = ", ".join(f"{cid!r} in shard {shard_of(cid, shard.count)}/{shard.count}"
+                              for cid in elsewhere)
+            raise ConfigError(f"--case: not in shard {shard} ({where}, if the manifest has "
+                              "it); use that shard's --shard, or none")
         if missing:
             listed = ", ".join(repr(m) for m in missing)
             hints = "".join(did_you_mean(m, known_set, quote="'") for m in missing[:5])

@@ -63,3 +63,9 @@ def test_a_bad_shard_flag_exits_2_before_anything(tmp_path: Path) -> None:
                              "--shard", "4/4"], capture_output=True, text=True, cwd=ROOT,
                             timeout=60)
     assert result.returncode == 2 and "0 <= I < N" in result.stderr
+
+
+def test_a_case_of_another_shard_is_named_with_its_shard() -> None:
+    cid = next(f"p{i}" for i in range(100) if shard_of(f"p{i}", 4) != 0)
+    with pytest.raises(ConfigError, match=f"in shard {shard_of(cid, 4)}/4"):
+        Targeting(case_ids=(cid,)).within(Shard(0, 4)).check_known([])
