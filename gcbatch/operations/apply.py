@@ -19,9 +19,9 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING
 
 from gcbatch.api.server_view import ServerView
-from gcbatch.engine.executor import Executor
 from gcbatch.engine.options import ApplyOptions
 from gcbatch.engine.outcomes import ApplySummary
 from gcbatch.events import Hook, ignore
@@ -35,6 +35,9 @@ from gcbatch.plan import SENDING_KINDS, ActionKind, ServerFacts, make_plan, sett
 from gcbatch.preflight import require_algorithm, run_preflight
 from gcbatch.sources import Case, expand
 from gcbatch.statuses import TERMINAL_STATUSES
+
+if TYPE_CHECKING:
+    from gcbatch.engine.executor import Executor
 
 __all__ = ["apply", "explicit_item_pks", "refresh_open_jobs"]
 
@@ -114,6 +117,9 @@ def apply(
             if to_send and not options.retry_failed:
                 # which earlier jobs still hold active-job slots (nothing to send: no need)
                 refresh_open_jobs(view, store, algorithm.pk)
+        # imported here: a re-apply answered by the settled stamp never needs the engine
+        from gcbatch.engine.executor import Executor
+
         executor = Executor(session.client, store, algorithm, options, items=items_by_pk,
                             on_event=on_event, scratch_dir=study.scratch)
         if on_executor is not None:
