@@ -14,6 +14,7 @@ import pytest
 from test_apply import FAST, World, image_manifest, mutating, value_manifest
 
 from gcbatch import lockfile as lockmod
+from gcbatch.engine.outcomes import Outcome
 from gcbatch.errors import ConfigError, InputError, LockHeldError
 from gcbatch.lockfile import FileLock, Intent, oslock_path_for
 from gcbatch.operations.lock_merge import merge, merge_shards
@@ -183,6 +184,11 @@ def test_rebuild_lists_no_job_and_ambiguous_cases_and_records_the_latter_in_doub
     summary = world.apply(manifest)
     counts = summary.counts()
     assert counts["submitted"] == 1 and counts["in_doubt"] == 1
+    (doubt,) = summary.of(Outcome.IN_DOUBT)
+    assert "gcbatch adopt" in doubt.message and outcome.ambiguous[0][1][0] in doubt.message
+    # even --resubmit-in-doubt sends nothing for it: its jobs exist
+    again = world.apply(manifest, resubmit_in_doubt=True)
+    assert again.counts()["in_doubt"] == 1 and again.counts()["submitted"] == 0
 
 
 def test_rebuild_never_writes_over_a_lockfile(world: World) -> None:
