@@ -27,7 +27,7 @@ from gcbatch.engine.outcomes import ApplySummary
 from gcbatch.events import Hook, ignore
 from gcbatch.hashing import FileHasher
 from gcbatch.lockfile import AlgorithmRef, FileLock, LockfileStore, oslock_path_for
-from gcbatch.operations import settled_stamp
+from gcbatch.operations import lock_merge, settled_stamp
 from gcbatch.operations.session import Session
 from gcbatch.operations.study import Study
 from gcbatch.perf import gc_frozen, gc_paused
@@ -55,6 +55,9 @@ def apply(
     engine before it runs (the CLI wires Ctrl-C to its ``request_stop``)."""
     manifest = study.manifest
     view = session.view
+    # shards and the whole study never diverge into submitting a case twice
+    lock_merge.refuse_unmerged_shards(study)
+    lock_merge.take_in_whole(study)
     use_stamp = settled_stamp.applies_to(study, everything=options.targeting.everything,
                                          retry_failed=options.retry_failed)
     if use_stamp:

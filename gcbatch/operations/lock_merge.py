@@ -21,16 +21,18 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from gcbatch import lockfile as lockmod
 from gcbatch.errors import ConfigError, LockfileError
 from gcbatch.lockfile import FileLock, journal_path_for, lockfile_path_for, oslock_path_for
-from gcbatch.lockfile.merge import Conflict, merge_lockfiles
+from gcbatch.lockfile.merge import Conflict, merge_lockfiles, pairs
+from gcbatch.operations.study import Study
 
-__all__ = ["MergeOutcome", "merge", "merge_shards", "shard_lockfiles"]
+__all__ = ["MergeOutcome", "merge", "merge_shards", "refuse_unmerged_shards", "shard_lockfiles",
+           "take_in_whole"]
 
 
 @dataclass(frozen=True)
@@ -126,5 +128,90 @@ def _unique(paths: Sequence[Path]) -> list[Path]:
     return list(seen.values())
 
 
-def _iter_paths(paths: Sequence[Path]) -> Iterator[Path]:  # pragma: no cover - helper
-    yield from paths
+# --------------------------------------------------------------------------- shards and
+# the whole study, kept from diverging (apply calls these before it opens its lockfile)
+
+
+def _mtime(path: Path) -> int | None:
+    try:
+        return os.stat(path).st_mtime_ns
+    except OSError:
+        return None
+
+
+def refuse_unmerged_shards(study: Study) -> None:
+    """A whole-study apply while shard lockfiles hold jobs its lockfile does not know
+    would submit those cases again: ConfigError (exit 2, nothing sent) until they are
+    merged. Shard lockfiles older than the study's lockfile were merged already; a newer
+    one is read, and passes when the study's lockfile knows all it holds."""
+    whole = lockfile_path_for(study.path, sandbox=study.sandbox)
+    if study.shard is not None or study.lockfile != whole:
+        return
+    pattern = re.compile(re.escape(study.path.stem) + r"\.shard-\d+-of-\d+"
+                         + re.escape(whole.name[len(study.path.stem):]) + "$")
+    whole_mtime = _mtime(whole)
+    newer = sorted(p.name for p in study.path.parent.iterdir() if pattern.match(p.name)
+                   and (whole_mtime is None or (_mtime(p) or 0) > whole_mtime
+                        or (_mtime(journal_path_for(p)) or 0) > whole_mtime))
+    if newer:
+        known = lockmod.load(whole, server=study.server, algorithm=study.algorithm)
+        newer = [name for name in newer
+                 if not _knows(known, lockmod.load(study.path.parent / name,
+                                                   server=study.server,
+                                                   algorithm=study.algorithm))]
+    if newer:
+        raise ConfigError(
+            f"{', '.join(newer[:4])}{' ...' if len(newer) > 4 else ''} beside {study.path} "
+            f"hold jobs that {whole.name} may not know (written after it): merge them first "
+            f"(`gcbatch lock merge {study.path}`), or go on with --shard I/N. Nothing sent")
+
+
+def _knows(whole: lockmod.Lockfile | None, shard: lockmod.Lockfile | None) -> bool:
+    """Whether ``whole`` already has every job and in-doubt case ``shard`` has."""
+    if shard is None or not shard.cases:
+        return True
+    if whole is None:
+        return False
+    result = merge_lockfiles([("whole", whole), ("shard", shard)])
+    return (not result.conflicts and pairs(result.lockfile) == pairs(whole)
+            and result.lockfile.in_doubt == whole.in_doubt)
+
+
+def take_in_whole(study: Study) -> int:
+    """Before a shard's apply: fold into its lockfile what the study's own lockfile
+    knows of the shard's cases, when that lockfile was written after the shard's (a
+    merge, or a whole-study run that submitted new cases) and knows a job or a case in
+    doubt the shard's does not: the shard then never submits a case the whole study
+    already has a job for. Returns the cases taken in. A
+    conflict (one case, two jobs) is a LockfileError, nothing written."""
+    shard = study.shard
+    whole = lockfile_path_for(study.path, sandbox=study.sandbox)
+    if shard is None or study.lockfile == whole:
+        return 0
+    whole_mtime = _mtime(whole)
+    if whole_mtime is None:
+        return 0
+    own_mtime = max(_mtime(study.lockfile) or 0, _mtime(journal_path_for(study.lockfile)) or 0)
+    if own_mtime > whole_mtime:
+        return 0
+    with FileLock(oslock_path_for(study.lockfile)):
+        theirs = lockmod.load(whole, server=study.server, algorithm=study.algorithm)
+        if theirs is None:
+            return 0
+        subset = replace(theirs, cases={c: e for c, e in theirs.cases.items()
+                                        if shard.contains(c)})
+        ours = lockmod.load(study.lockfile, server=study.server, algorithm=study.algorithm)
+        sources = [(str(whole), subset)] + ([(str(study.lockfile), ours)] if ours else [])
+        result = merge_lockfiles(sources)
+        if result.conflicts:
+            listed = "; ".join(c.describe() for c in result.conflicts[:5])
+            raise LockfileError(f"{study.lockfile} and {whole} disagree: {listed}. Nothing "
+                                "sent; see README 'Merging lockfiles'")
+        merged = result.lockfile
+        if ours is not None and pairs(merged) == pairs(ours) \
+                and merged.in_doubt == ours.in_doubt:
+            return 0  # nothing new for this shard
+        lockmod.save(study.lockfile, merged)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(journal_path_for(study.lockfile))
+    return len(subset.cases)

@@ -245,3 +245,39 @@ def test_move_to_another_server_is_refused_and_changes_nothing(world: World,
         other_app.close()
     assert lock_path.read_bytes() == before
     assert os.path.exists(lock_path)
+
+
+# --------------------------------------------------------------------------- shards and
+# the whole study
+
+
+def test_a_whole_apply_with_unmerged_shards_is_refused_and_sends_nothing(world: World) -> None:
+    manifest = world.manifest(value_manifest(8))
+    _apply_shards(world, manifest, 2)
+    seq = world.last_seq()
+    with pytest.raises(ConfigError, match="lock merge"):
+        world.apply(manifest)
+    assert world.requests(seq) == []
+    merge_shards(manifest)
+    assert world.apply(manifest).counts()["unchanged"] == 8
+    # a shard run that changes nothing does not stand in the whole study's way
+    _apply_shards(world, manifest, 2)
+    seq = world.last_seq()
+    assert world.apply(manifest).counts()["unchanged"] == 8
+    assert mutating(world.requests(seq)) == []
+
+
+def test_a_shard_takes_in_what_the_whole_study_submitted_since(world: World) -> None:
+    manifest = world.manifest(value_manifest(8))
+    _apply_shards(world, manifest, 2)
+    merge_shards(manifest)
+    manifest.write_text(value_manifest(12))  # 4 new cases, applied as a whole
+    assert world.apply(manifest).counts()["submitted"] == 4
+    assert world.jobs() == 12
+    seq = world.last_seq()
+    _apply_shards(world, manifest, 2)
+    assert mutating(world.requests(seq)) == []
+    assert world.jobs() == 12
+    merged = set(_pairs(world.dir / "study.shard-0-of-2.lock")) | set(
+        _pairs(world.dir / "study.shard-1-of-2.lock"))
+    assert len(merged) == 12
