@@ -117,7 +117,7 @@ def merge(inputs: Sequence[Path], output: Path, *, git_driver: bool = False) -> 
             # it is what an emptied journal prevents
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(journal_path_for(output))
-    return MergeOutcome(**{**outcome.__dict__, "written": True})
+    return replace(outcome, written=True)
 
 
 def _unique(paths: Sequence[Path]) -> list[Path]:

@@ -30,7 +30,7 @@ Nothing is written over an existing lockfile (or journal), and only GETs are sen
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -163,7 +163,7 @@ def rebuild(study: Study, session: Session, *, hash_cache: bool = True) -> Rebui
     with FileLock(oslock_path_for(path)):
         _refuse_existing(path)  # again, under the lock: an apply may have started
         lockmod.save(path, lockfile)
-    return RebuildOutcome(**{**outcome.__dict__, "written": True})
+    return replace(outcome, written=True)
 
 
 def _refuse_existing(path: Path) -> None:
