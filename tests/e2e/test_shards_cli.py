@@ -132,6 +132,9 @@ def test_four_shards_merge_rebuild_and_reapply(
     shard_status = _run(sb, "status", str(manifest), "--shard", "2/4", "--json")
     assert shard_status.returncode == 0, shard_status.stderr
     assert {c["case"]: c["job"] for c in json.loads(shard_status.stdout)["cases"]} == shards[2]
+    shard_wait = _run(sb, "wait", str(manifest), "--shard", "2/4", "--json")
+    assert shard_wait.returncode == 0, shard_wait.stderr
+    assert json.loads(shard_wait.stdout)["summary"]["total"] == len(shards[2])
 
     merged = _run(sb, "lock", "merge", str(manifest), server=False)
     assert merged.returncode == 0, merged.stderr
