@@ -19,11 +19,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from gcbatch.api.server_view import ServerView
 from gcbatch.engine.options import ApplyOptions
-from gcbatch.engine.outcomes import ApplySummary
+from gcbatch.engine.outcomes import ApplySummary, CaseOutcome, Outcome
 from gcbatch.events import Hook, ignore
 from gcbatch.hashing import FileHasher
 from gcbatch.lockfile import AlgorithmRef, FileLock, LockfileStore, oslock_path_for
@@ -32,7 +33,7 @@ from gcbatch.operations.session import Session
 from gcbatch.operations.study import Study
 from gcbatch.perf import gc_frozen, gc_paused
 from gcbatch.plan import SENDING_KINDS, ActionKind, ServerFacts, make_plan, settled_fingerprints
-from gcbatch.preflight import require_algorithm, run_preflight
+from gcbatch.preflight import blocked_cases, require_algorithm, run_preflight
 from gcbatch.sources import Case, expand
 from gcbatch.statuses import TERMINAL_STATUSES
 
@@ -115,6 +116,15 @@ def apply(
                        if a.kind in SENDING_KINDS
                        or (a.kind == ActionKind.RESUBMIT and options.replace)]
             view.add_items(explicit_item_pks(to_send), items_by_pk)
+            blocked: dict[str, str] = {}
+            if options.keep_going:
+                # cases that do not fit the algorithm are left out (and reported); the
+                # rest must still pass the whole pre-flight
+                blocked = blocked_cases(to_send, algorithm, items_by_pk)
+                to_send = [c for c in to_send if c.id not in blocked]
+                targeted = [c for c in targeted if c.id not in blocked]
+                plan = replace(plan, actions=tuple(a for a in plan.actions
+                                                   if a.case_id not in blocked))
             run_preflight(to_send, algorithm, manifest.algorithm, items=items_by_pk,
                           all_cases=targeted, locked=store.lockfile.cases)
             if to_send and not options.retry_failed:
@@ -129,7 +139,12 @@ def apply(
             on_executor(executor)
         with gc_frozen():  # the planned cases stay alive: see gcbatch.perf
             summary = executor.run(targeted, plan)
-        stampable = (use_stamp and not expansion.cases and summary.exit_code == 0
+        if blocked:
+            left_out = tuple(CaseOutcome(cid, Outcome.BLOCKED, f"not sent: {why}")
+                             for cid, why in sorted(blocked.items()))
+            summary = replace(summary, outcomes=summary.outcomes + left_out)
+        stampable = (use_stamp and not blocked and not expansion.cases
+                     and summary.exit_code == 0
                      and all(a.kind == ActionKind.UNCHANGED for a in plan.actions))
         if stampable:
             jobs = {cid: (e.job.pk, e.job.status) for cid, e in store.lockfile.cases.items()
