@@ -217,7 +217,10 @@ class Parking:
             run.slots.resolved(parked.case.id, None)
             self._resend(parked)
             return
-        give_up = window_end + run.options.reconcile_wait
+        wait = run.options.reconcile_wait
+        if parked.sent.has_image_set:  # its image exists only after the platform's import
+            wait = max(wait, run.options.dicom_import_wait)
+        give_up = window_end + wait
         if now >= give_up:
             self._drop(parked)
             if isinstance(verdict, Wait):

@@ -183,12 +183,17 @@ def _explain(error: jsonschema.ValidationError, path: JsonPath, doc: Located,
     if validator == "dependencies" and isinstance(instance, dict):
         for key, needs in sorted(expected.items()):
             if key in instance:
-                lacking = [n for n in needs if n not in instance]
+                if isinstance(needs, dict):  # {"anyOf": [{"required": [k]}, ...]}: one of
+                    options = [r for b in needs.get("anyOf", ()) for r in b.get("required", ())]
+                    lacking = [] if any(o in instance for o in options) else options
+                    joined = " or ".join(repr(n) for n in lacking)
+                else:
+                    lacking = [n for n in needs if n not in instance]
+                    joined = ", ".join(repr(n) for n in lacking)
                 if lacking:
                     kline, kcol = doc.where((*path, key), key=True)
                     yield Finding(display, f"{prefix}{key!r} is only used together with "
-                                  f"{', '.join(repr(n) for n in lacking)}", kline, kcol,
-                                  pointer((*path, key)))
+                                  f"{joined}", kline, kcol, pointer((*path, key)))
         return
     if validator == "type":
         types = expected

@@ -23,14 +23,14 @@ from gcbatch.api.server_view import ServerView
 from gcbatch.engine.executor import Executor
 from gcbatch.engine.options import ApplyOptions
 from gcbatch.engine.outcomes import ApplySummary
-from gcbatch.events import Hook, ignore
+from gcbatch.events import Hook, PatientData, ignore
 from gcbatch.hashing import FileHasher
 from gcbatch.lockfile import AlgorithmRef, LockfileStore
 from gcbatch.operations.session import Session
 from gcbatch.operations.study import Study
 from gcbatch.perf import gc_frozen, gc_paused
 from gcbatch.plan import SENDING_KINDS, ActionKind, ServerFacts, make_plan, settled_fingerprints
-from gcbatch.preflight import require_algorithm, run_preflight
+from gcbatch.preflight import dicom_patient_data, require_algorithm, run_preflight
 from gcbatch.sources import Case, expand
 from gcbatch.statuses import TERMINAL_STATUSES
 
@@ -100,6 +100,8 @@ def apply(
             view.add_items(explicit_item_pks(to_send), items_by_pk)
             run_preflight(to_send, algorithm, manifest.algorithm, items=items_by_pk,
                           all_cases=targeted, locked=store.lockfile.cases)
+            for warning in dicom_patient_data(to_send, algorithm):  # before any upload
+                on_event(PatientData(warning))
             if to_send and not options.retry_failed:
                 # which earlier jobs still hold active-job slots (nothing to send: no need)
                 refresh_open_jobs(view, store, algorithm.pk)
