@@ -190,8 +190,8 @@ def test_authentication_rules(demo: Client) -> None:
 def test_algorithms_sockets_and_archives(demo: Client) -> None:
     algs = demo.get("/api/v1/algorithms/")
     assert [a["slug"] for a in algs.body["results"]] == [
-        "dicom-set-reader", "lung-nodule-detector", "risk-calculator"]
-    lnd = algs.body["results"][1]
+        "lung-nodule-detector", "dicom-set-reader", "risk-calculator"]
+    lnd = algs.body["results"][0]
     assert [[s["slug"] for s in i["inputs"]] for i in lnd["interfaces"]] == [
         ["ct-image"],
         ["ct-image", "lung-volume"],
