@@ -125,9 +125,9 @@ def materialize(run: RunContext, case: Case, sent: Sent) -> Sent:
 
 def discard_copies(run: RunContext, sent: Sent) -> None:
     """Remove an attempt's de-identified copies (its job exists: never needed again)."""
-    for item in sent.inputs:
-        if item.deidentified and any(f.origin for f in item.files):
-            shutil.rmtree(_copies_dir(run, sent.attempt, item.socket), ignore_errors=True)
+    if any(item.deidentified and any(f.origin for f in item.files) for item in sent.inputs):
+        # the attempt's folder holds only this attempt's copies
+        shutil.rmtree(_copies_dir(run, sent.attempt, "-").parent, ignore_errors=True)
 
 
 def _is_planned_copy(f: SentFile) -> bool:

@@ -180,6 +180,16 @@ def _explain(error: jsonschema.ValidationError, path: JsonPath, doc: Located,
             yield Finding(display, f"{prefix}give only one of {', '.join(options)} "
                           f"(got {' and '.join(given)})", kline, kcol, pointer(path))
         return
+    if validator == "anyOf" and "dependencies" in error.schema_path and \
+            isinstance(instance, dict):
+        # a key that needs one of several others (image_name: file or files)
+        key = str(list(error.schema_path)[-2])
+        options = [r for b in expected for r in b.get("required", ())]
+        kline, kcol = doc.where((*path, key), key=True)
+        yield Finding(display, f"{prefix}{key!r} is only used together with "
+                      f"{' or '.join(repr(o) for o in options)}", kline, kcol,
+                      pointer((*path, key)))
+        return
     if validator == "dependencies" and isinstance(instance, dict):
         for key, needs in sorted(expected.items()):
             if key in instance:

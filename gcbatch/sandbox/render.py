@@ -129,7 +129,7 @@ class Renderer:
             shown.update(raw["dicom"])
         if raw.get("dicom_image_set"):  # no files: the pixels live in HealthImaging
             shown["files"] = []
-            shown["dicom_image_set"] = img.file_pk
+            shown["dicom_image_set"] = {"image_set_id": img.file_pk.replace("-", "")}
         return shown
 
     def _image(self, base: str, img: ImageRow, meta: lc.ImageMeta) -> dict[str, Any]:
