@@ -191,3 +191,16 @@ def test_preflight_dicom_problems(write_series: Callable[..., list[Path]],
     kept = Case("c3", (Source("ct", "files", paths=a),), "f")
     warned = dicom_patient_data([raw, kept], image)
     assert len(warned) == 1 and warned[0].startswith("case c2, socket ct:")
+
+
+def test_an_image_found_by_a_dicom_handle_is_this_attempts_for_plan_and_adopt() -> None:
+    from gcbatch.engine.ownership import Relation, found_by_handle, relate
+
+    sent = _sent(series_uid="1.2.3", deidentified=True)
+    job = _image_job("j", "img-1")
+    # the platform named it <StudyInstanceUID>-0: by its name alone it is not gcbatch's
+    assert relate(sent, job, {"img-1": "1.2.9-0"}, case_id="c").relation == \
+        Relation.CANNOT_TELL
+    names = found_by_handle(sent, {"ct": frozenset({"img-1"})})
+    assert relate(sent, job, {"img-1": "1.2.9-0", **names}, case_id="c").relation == \
+        Relation.OURS
