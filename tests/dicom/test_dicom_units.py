@@ -115,7 +115,7 @@ def _image_job(pk: str, image: str, status: str = "Succeeded") -> Job:
 
 
 def _sent(**item: object) -> Sent:
-    files = (SentFile(name="c.gcb-1.dcm", upload_pk="u1"),)
+    files = (SentFile(name="c.gcb-0123abcd.dcm", upload_pk="u1"),)
     return Sent(attempt="a", stage=Stage.POST,
                 inputs=(SentInput("ct", "uploads", files=files, **item),))  # type: ignore[arg-type]
 
