@@ -84,6 +84,8 @@ def open_state(path: Path, flags: int, what: str, mode: int = 0o644, *,
     """``os.open`` for a state file: never through a symbolic link, only a regular file,
     with no other name when it is opened for writing or ``in_place`` (a file gcbatch
     changes in place, even if this open only reads it). ``what`` names it in messages."""
+    if not _NOFOLLOW:  # (Windows) no O_NOFOLLOW: a link is looked for by its name instead
+        refuse_link(path, what)
     try:
         fd = os.open(path, flags | _NOFOLLOW | _NONBLOCK, mode)
     except OSError as exc:
@@ -93,6 +95,16 @@ def open_state(path: Path, flags: int, what: str, mode: int = 0o644, *,
             raise StateFileError(f"{path}: the {what} is a folder, not a file. Remove it "
                                  "or move it away") from None
         raise
+    if not _NOFOLLOW:
+        # and again after the open: a link planted between the look and the open is caught
+        # (what was opened is not what the name now is)
+        try:
+            same = os.path.samestat(os.fstat(fd), os.lstat(path))
+        except OSError:
+            same = False
+        if not same:
+            os.close(fd)
+            raise _link_error(path, what)
     if _NONBLOCK:
         os.set_blocking(fd, True)
     return _checked(fd, path, what,

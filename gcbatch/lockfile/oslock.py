@@ -56,8 +56,11 @@ class FileLock:
     def acquire(self) -> None:
         """Take the lock, or raise :class:`LockHeldError` naming its holder (no waiting)."""
         # never through a link planted at its name (filelock's own open truncates the file
-        # it names, which would empty a link's target): made or checked here first
-        os.close(open_state(self.path, os.O_RDWR | os.O_CREAT, "lockfile's OS lock"))
+        # it names, which would empty a link's target): an existing one is checked first.
+        # Not created here: where there is no OS lock (no fcntl) filelock falls back to a
+        # lock file's existence, which a file made here would hold forever
+        with contextlib.suppress(FileNotFoundError):
+            os.close(open_state(self.path, os.O_RDWR, "lockfile's OS lock"))
         filelock = _filelock()
         # thread_local=False: the store may be closed by another thread than the opener's
         lock = filelock.FileLock(str(self.path), thread_local=False)
