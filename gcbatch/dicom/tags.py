@@ -16,7 +16,9 @@ from pathlib import Path
 
 __all__ = ["DicomHeader", "DicomReadError", "is_dicom", "read_header"]
 
-#: how much of a file is read for its header (pixel data beyond is never needed)
+#: how much of a file is read for its header (pixel data beyond is never needed): a
+#: first read that holds almost every header, then more only for a header that long
+FIRST_READ_BYTES = 64 * 1024
 MAX_HEADER_BYTES = 8 * 1024 * 1024
 
 _IMPLICIT_LE = "1.2.840.10008.1.2"
@@ -101,9 +103,19 @@ def read_header(path: Path) -> DicomHeader:
     """The tags of :data:`TAGS` in ``path``; :class:`DicomReadError` when unreadable."""
     try:
         with path.open("rb") as fh:
-            data = fh.read(MAX_HEADER_BYTES)
+            data = fh.read(FIRST_READ_BYTES)
+            try:
+                return _parse(path, data)
+            except DicomReadError:
+                if len(data) < FIRST_READ_BYTES or data[128:132] != b"DICM":
+                    raise  # the whole file, or no DICOM at all
+            data += fh.read(MAX_HEADER_BYTES - len(data))
     except OSError as exc:
         raise DicomReadError(f"cannot read: {exc.strerror or exc}") from None
+    return _parse(path, data)
+
+
+def _parse(path: Path, data: bytes) -> DicomHeader:
     if len(data) < 132 or data[128:132] != b"DICM":
         raise DicomReadError("not a DICOM file (no DICM marker after the 128-byte preamble)")
     found: dict[str, str] = {}

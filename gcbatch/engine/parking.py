@@ -224,7 +224,8 @@ class Parking:
         if now >= give_up:
             self._drop(parked)
             if isinstance(verdict, Wait):
-                why = f"{verdict.reason}: {describe_jobs(verdict.jobs)}"
+                why = verdict.reason + (f": {describe_jobs(verdict.jobs)}" if verdict.jobs
+                                        else "")
             else:
                 why = "the server could not be asked"
             self._leave_in_doubt(parked, f"{parked.why}; {why}; the next apply looks again")

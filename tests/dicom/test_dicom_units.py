@@ -204,3 +204,18 @@ def test_an_image_found_by_a_dicom_handle_is_this_attempts_for_plan_and_adopt() 
     names = found_by_handle(sent, {"ct": frozenset({"img-1"})})
     assert relate(sent, job, {"img-1": "1.2.9-0", **names}, case_id="c").relation == \
         Relation.OURS
+
+
+def test_a_header_longer_than_the_first_read_is_read_whole(
+        write_series: Callable[..., list[Path]], tmp_path: Path) -> None:
+    import pydicom
+
+    from gcbatch.dicom.tags import FIRST_READ_BYTES
+
+    path = write_series(tmp_path / "s", study="a", series="b", slices=1)[0]
+    ds = pydicom.dcmread(path)
+    ds.StudyDescription = "y" * (FIRST_READ_BYTES + 10)  # (0008,1030): before the UIDs
+    long = tmp_path / "long.dcm"
+    ds.save_as(long)
+    assert long.stat().st_size > FIRST_READ_BYTES
+    assert read_header(long).series_instance_uid == read_header(path).series_instance_uid
