@@ -214,7 +214,8 @@ def test_a_header_longer_than_the_first_read_is_read_whole(
 
     path = write_series(tmp_path / "s", study="a", series="b", slices=1)[0]
     ds = pydicom.dcmread(path)
-    ds.StudyDescription = "y" * (FIRST_READ_BYTES + 10)  # (0008,1030): before the UIDs
+    ds.add_new(0x00090010, "LO", "GCBATCH TEST")  # a private block before the UIDs' group
+    ds.add_new(0x00091010, "OB", b"y" * (FIRST_READ_BYTES + 10))
     long = tmp_path / "long.dcm"
     ds.save_as(long)
     assert long.stat().st_size > FIRST_READ_BYTES
