@@ -6,6 +6,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from conftest import PATIENT
@@ -220,3 +221,50 @@ def test_a_header_longer_than_the_first_read_is_read_whole(
     ds.save_as(long)
     assert long.stat().st_size > FIRST_READ_BYTES
     assert read_header(long).series_instance_uid == read_header(path).series_instance_uid
+
+
+# --------------------------------------------------------------------------- copies
+
+
+def test_copies_are_made_again_the_same_and_uploads_are_checked_against_them(
+        write_series: Callable[..., list[Path]], tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    from gcbatch.api.uploads import SourceChangedError
+    from gcbatch.engine.dicom import discard_copies, materialize, plan_dicom_input
+    from gcbatch.engine.uploading import check_fingerprinted
+    from gcbatch.hashing import sha256_file
+    from gcbatch.sources.fingerprints import files_digest
+
+    paths = tuple(write_series(tmp_path / "s", study="a", series="b", slices=2))
+    source = Source("ct", "files", paths=paths,
+                    digest=files_digest([sha256_file(p)[0] for p in paths]))
+    case = Case("c1", (source,), "f")
+    run: Any = SimpleNamespace(scratch=tmp_path / "scratch")
+    socket = Socket("ct", kind="Image", super_kind="Image")
+    item = plan_dicom_input(run, source, socket, "attempt1", ["n0.dcm", "n1.dcm"])
+    assert item is not None and item.deidentified and not item.image_name
+    sent = Sent(attempt="attempt1", inputs=(item,))
+    made = materialize(run, case, sent)
+    planned = [f.planned for f in made.uploads]
+    assert all(planned) and all(Path(f.path).exists() for f in made.uploads)
+    # a resumed run: the copies are gone; they are made again, byte for byte
+    discard_copies(run, made)
+    assert not any(Path(f.path).exists() for f in made.uploads)
+    again = materialize(run, case, made)
+    assert [f.planned for f in again.uploads] == planned
+    # the upload hashed what it sent: the copy's digest passes, anything else fails
+    uploaded = Sent(attempt="attempt1", inputs=(
+        SentInput("ct", "uploads", files=tuple(
+            SentFile(name=f.name, path=f.path, origin=f.origin, planned=f.planned,
+                     sha256=f.planned) for f in again.uploads), deidentified=True),))
+    check_fingerprinted(case, uploaded)
+    wrong = uploaded.with_file("ct", 0, SentFile(name="n0.dcm", origin=str(paths[0]),
+                                                  planned=planned[0], sha256="sha256:00"))
+    with pytest.raises(SourceChangedError, match="de-identified copy changed"):
+        check_fingerprinted(case, wrong)
+    # an original changed since it was fingerprinted: no copy, the case fails
+    discard_copies(run, again)
+    paths[1].write_bytes(paths[1].read_bytes() + b"\0\0")
+    with pytest.raises(SourceChangedError, match="changed since apply fingerprinted it"):
+        materialize(run, case, again)
