@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import PATIENT
+from dicom_series import PATIENT
 
 from gcbatch.lockfile import load
 from gcbatch.sandbox import SandboxProcess
@@ -178,7 +178,7 @@ def test_the_example_leaves_no_patient_data_on_the_sandbox_and_the_check_can_tel
 ) -> None:
     import shutil
 
-    from conftest import EXAMPLE
+    from dicom_series import EXAMPLE
 
     example = tmp_path / "dicom"
     shutil.copytree(EXAMPLE, example, ignore=shutil.ignore_patterns(".gcbatch", "*.lock*"))

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import PATIENT
+from dicom_series import PATIENT
 
 from gcbatch.api.models import Algorithm, Interface, Job, Socket, SocketValue
 from gcbatch.dicom import DicomReadError, deid, is_dicom, patient_data, read_header, series_problems
