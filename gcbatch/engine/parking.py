@@ -31,6 +31,7 @@ from dataclasses import dataclass, replace
 
 from gcbatch.api.models import Job
 from gcbatch.engine.context import RunContext
+from gcbatch.engine.dicom import discard_copies
 from gcbatch.engine.outcomes import Outcome
 from gcbatch.engine.reconcile import (
     Adopt,
@@ -252,6 +253,7 @@ class Parking:
         fingerprint = parked.fingerprint or case.fingerprint
         digests = dict(parked.digests) if parked.digests else case.digests()
         run.record_job(case.id, job, fingerprint, digests, adopted=True)
+        discard_copies(run, parked.sent)  # its job exists: the DICOM copies are done with
         run.slots.resolved(case.id, job.pk, job_active=job.status not in TERMINAL_STATUSES)
         if parked.earlier:
             run.outcome(case.id, Outcome.ADOPTED, f"job {job.pk} (found after: {parked.why})",

@@ -326,6 +326,7 @@ class Posting:
         if isinstance(verdict, Adopt):
             run.record_job(case.id, verdict.job, intent.fingerprint, intent.inputs,
                            adopted=True)
+            discard_copies(run, sent)
             if verdict.job.status not in TERMINAL_STATUSES:
                 run.slots.track_active({verdict.job.pk})
             run.outcome(case.id, Outcome.ADOPTED, f"job {verdict.job.pk}: {verdict.reason}",

@@ -140,6 +140,9 @@ def test_dicom_cases_end_with_one_job_each_when_every_job_post_answer_is_lost(
     assert taken["raw"]["patient_id"] == PATIENT["PatientID"]  # sent as it is, on purpose
     assert all(j["status"] == "Succeeded" for j in by_pk.values() if j["pk"] in
                ours_pks.values())
+    # the de-identified copies are gone once their jobs exist (found after lost answers)
+    copies = ours / ".gcbatch" / "tmp" / "dicom"
+    assert copies.is_dir() and not list(copies.rglob("*.dcm"))
 
 
 def test_an_image_set_without_image_name_or_with_two_series_creates_no_upload(
