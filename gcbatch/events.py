@@ -103,6 +103,16 @@ class Resending:
 
 
 @dataclass(frozen=True)
+class PatientData:
+    """Before any upload: DICOM to be sent as it is (``deidentify: false``) holds
+    patient data; ``message`` names the case, the socket and the tags."""
+
+    kind: ClassVar[str] = "patient_data"
+
+    message: str
+
+
+@dataclass(frozen=True)
 class UploadsPaused:
     """The server refused a new upload (upload quota); uploads pause this long."""
 
@@ -195,7 +205,7 @@ class BytesReceived:
 
 
 Event = (
-    ApplyProgress | CaseProblem | LookingForJob | Resending | UploadsPaused
+    ApplyProgress | CaseProblem | LookingForJob | Resending | UploadsPaused | PatientData
     | CreditsExhausted | RequestRetried | StatusesNotRecorded | WaitProgress | PollFailed
     | DownloadPlanned | FileDone | BytesReceived
 )

@@ -22,6 +22,11 @@ the algorithm, and reports *every* problem at once, each naming its case and soc
 5. Two cases whose inputs are all values/existing images and equal would meet the
    server's own dedup ("A result for these inputs ... already exists"): the second could
    never get a job of its own, so that is reported too.
+6. DICOM (:func:`check_dicom_inputs`, reads file headers): a DICOM Image Set socket needs
+   ``image_name`` with ``file``/``files`` (the platform refuses the job POST without it,
+   after the uploads) and the files of one study and series, agreeing on the identifying
+   tags, of a supported SOP class; ``image_name`` anywhere else is refused; DICOM on an
+   Image socket is one series; local de-identification needs its extra installed.
 
 :func:`check_cases` is pure (values in, problems out); :func:`check_json_files` reads
 files; :func:`run_preflight` does both and raises :class:`PreflightError` (exit 2).
@@ -36,6 +41,16 @@ from pathlib import Path
 from typing import Any
 
 from gcbatch.api.models import Algorithm, ArchiveItem, Socket
+from gcbatch.dicom import (
+    IMAGE_SET_KIND,
+    DicomHeader,
+    DicomReadError,
+    is_dicom,
+    patient_data,
+    read_header,
+    series_problems,
+)
+from gcbatch.dicom.deid import DeidentifierMissing, require
 from gcbatch.errors import PreflightError
 from gcbatch.lockfile import CaseEntry
 from gcbatch.manifest.naming import json_type
@@ -47,7 +62,9 @@ __all__ = [
     "blocked_cases",
     "check_algorithm",
     "check_cases",
+    "check_dicom_inputs",
     "check_json_files",
+    "dicom_patient_data",
     "duplicate_values",
     "is_json_file_socket",
     "require_algorithm",
@@ -372,6 +389,7 @@ def run_preflight(
     known = require_algorithm(algorithm, slug)
     problems = check_cases(cases, known, items=items, all_cases=all_cases, locked=locked)
     problems += check_json_files(cases, known, reader=json_reader)
+    problems += check_dicom_inputs(cases, known)
     if problems:
         raise PreflightError([p.render() for p in problems])
 
@@ -390,7 +408,130 @@ def blocked_cases(
     """case id → every problem of that case, joined (what ``plan`` shows as ``! blocked``)."""
     problems = check_cases(cases, algorithm, items=items)
     problems += check_json_files(cases, algorithm)
+    problems += check_dicom_inputs(cases, algorithm)
     out: dict[str, list[str]] = {}
     for p in problems:
         out.setdefault(p.case, []).append(f"{p.socket}: {p.message}" if p.socket else p.message)
     return {case: "; ".join(msgs) for case, msgs in out.items()}
+
+
+# --------------------------------------------------------------------------- DICOM
+
+
+def _is_image_set(socket: Socket) -> bool:
+    return socket.kind in (IMAGE_SET_KIND, "DCMIS")
+
+
+def _dicom_sources(cases: Iterable[Case], algorithm: Algorithm) -> Iterable[
+        tuple[Case, Source, Socket]]:
+    sockets = algorithm.input_sockets()
+    for case in cases:
+        for source in case.inputs:
+            socket = sockets.get(source.socket)
+            if socket is not None:
+                yield case, source, socket
+
+
+def check_dicom_inputs(
+    cases: Iterable[Case],
+    algorithm: Algorithm,
+    *,
+    reader: Callable[[Path], DicomHeader] = read_header,
+) -> list[Problem]:
+    """Check no. 6: what the platform would refuse in a case's DICOM, before any upload."""
+    problems: list[Problem] = []
+    headers: dict[Path, DicomHeader | str] = {}
+    extra_missing: str | None = None
+
+    def header(path: Path) -> DicomHeader | str:
+        if path not in headers:
+            try:
+                headers[path] = reader(path)
+            except DicomReadError as exc:
+                headers[path] = f"{path.name}: {exc}"
+        return headers[path]
+
+    for case, source, socket in _dicom_sources(cases, algorithm):
+        def problem(message: str, case: Case = case, source: Source = source) -> None:
+            problems.append(Problem(case.id, source.socket, message))
+
+        image_set = _is_image_set(socket)
+        files = source.kind in ("file", "files")
+        if not image_set:
+            if source.image_name is not None:
+                problem(f"image_name is only for a DICOM Image Set socket; this one is a "
+                        f"{socket.kind or socket.super_kind} socket: remove image_name")
+            if not files or socket.super_kind != "Image" or not source.paths:
+                continue
+            marked = [is_dicom(p) for p in source.paths]
+            unmarked = [p.name for p, m in zip(source.paths, marked, strict=True)
+                        if not m and p.suffix.lower() == ".dcm"]
+            if unmarked:
+                problem(f"{unmarked[0]} is named .dcm but is not a DICOM file gcbatch can "
+                        "read (no DICM marker after the 128-byte preamble)")
+                continue
+            if not all(marked):
+                if any(marked):
+                    problem("DICOM and other files together: one image is either a DICOM "
+                            "series or one file of another format")
+                continue
+        else:
+            if source.kind == "image":
+                continue  # an existing image (the platform accepts it for the kind)
+            if not files:
+                problem(f"a {source.kind}: source does not fit a DICOM Image Set socket; use "
+                        "files: (the series) with image_name")
+                continue
+            if not source.image_name:
+                problem("a DICOM Image Set socket needs image_name with the files (the "
+                        "platform refuses the job without it: 'either user_uploads with "
+                        "image_name, or image are required for interface kind DCMIS'); "
+                        "e.g. image_name: \"{id}\"")
+        read = [header(p) for p in source.paths]
+        unreadable = [r for r in read if isinstance(r, str)]
+        if unreadable:
+            problem(f"{unreadable[0]}" + (f" (and {len(unreadable) - 1} more)"
+                                          if len(unreadable) > 1 else ""))
+            continue
+        good = [r for r in read if not isinstance(r, str)]
+        deidentify = source.deidentify is not False
+        for text in series_problems(good, image_set=image_set, deidentify=deidentify):
+            problem(text)
+        if deidentify:
+            if extra_missing is None:
+                try:
+                    require()
+                    extra_missing = ""
+                except DeidentifierMissing as exc:
+                    extra_missing = str(exc)
+            if extra_missing:
+                problem(extra_missing)
+    return problems
+
+
+def dicom_patient_data(cases: Iterable[Case], algorithm: Algorithm, *,
+                       reader: Callable[[Path], DicomHeader] = read_header) -> list[str]:
+    """For each DICOM source sent as it is (``deidentify: false``) whose files hold
+    patient data: a warning naming the case, the socket and the tags (said before any
+    upload: the data then leaves this machine)."""
+    warnings: list[str] = []
+    for case, source, socket in _dicom_sources(cases, algorithm):
+        if source.deidentify is not False or source.kind not in ("file", "files") \
+                or socket.super_kind != "Image" or not all(is_dicom(p) for p in source.paths):
+            continue
+        headers = []
+        for path in source.paths:
+            try:
+                headers.append(reader(path))
+            except DicomReadError:
+                continue
+        filled = patient_data(headers)
+        if filled:
+            where = ("the platform de-identifies it again on its side, but the raw files "
+                     "sit in its uploads bucket until then" if _is_image_set(socket) else
+                     "the platform keeps it in the image, its API fields and the "
+                     "algorithm's input")
+            warnings.append(f"case {case.id}, socket {source.socket}: DICOM sent as it is "
+                            f"(deidentify: false) holds patient data ({', '.join(filled)}); "
+                            f"{where}")
+    return warnings

@@ -242,8 +242,12 @@ class GrandChallengeClient:
         if isinstance(item, ImageInput):
             return {"interface": item.socket, "image": item.image_url}
         if isinstance(item, UploadsInput):
-            return {"interface": item.socket,
-                    "user_uploads": [self.url(f"uploads/{pk}/") for pk in item.upload_pks]}
+            out: dict[str, Any] = {
+                "interface": item.socket,
+                "user_uploads": [self.url(f"uploads/{pk}/") for pk in item.upload_pks]}
+            if item.image_name:
+                out["image_name"] = item.image_name
+            return out
         return {"interface": item.socket, "user_upload": self.url(f"uploads/{item.upload_pk}/")}
 
     def create_job(self, algorithm_url: str, inputs: Sequence[JobInput], *,

@@ -154,6 +154,11 @@ class ServerView:
         """Pks of the images with exactly this name (``cases/images/?name=``)."""
         return [image.pk for image in self.client.list_images(name=name)]
 
+    def image_pks_of_series(self, series_instance_uid: str) -> list[str]:
+        """Pks of the images of one DICOM series (``?series_instance_uid=``)."""
+        return [image.pk for image in
+                self.client.list_images(series_instance_uid=series_instance_uid)]
+
     def upload_exists(self, pk: str) -> bool:
         """False once an upload is gone: consumed by a job, or expired."""
         try:

@@ -53,6 +53,10 @@ class ApplyOptions:
     resubmit_in_doubt: bool = False
     #: seconds to wait for a validating job that may be an in-doubt case's
     reconcile_wait: float = 60.0
+    #: how long an in-doubt DICOM image set case is looked for while the platform imports
+    #: it (de-identification and AWS HealthImaging: minutes; its uploads are gone before
+    #: its image exists, so "nothing found" means "not yet", never "no job")
+    dicom_import_wait: float = 900.0
     #: see DEFAULT_ANSWER_WINDOW (``--answer-window``)
     answer_window: float = DEFAULT_ANSWER_WINDOW
     #: see DEFAULT_POST_TIMEOUT (``--post-timeout``)

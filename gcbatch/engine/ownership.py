@@ -58,6 +58,8 @@ __all__ = [
     "Relation",
     "describe_candidate",
     "examine",
+    "found_by_handle",
+    "handle_names",
     "handle_of",
     "image_pks",
     "listing",
@@ -313,6 +315,25 @@ class Examination:
                 "candidates": [c.as_json() for c in self.candidates], "more": self.more}
 
 
+def found_by_handle(sent: Sent, named_images: Mapping[str, frozenset[str]]) -> dict[str, str]:
+    """image pk → this attempt's upload name, for the images reconciliation found by the
+    attempt's handles (an upload's name; DICOM: the image set's name, the series UID of
+    its copies), so :func:`relate` sees them as this attempt's whatever the platform
+    named them (``<StudyInstanceUID>-0``, ``<image_name>.gcb-…``)."""
+    names: dict[str, str] = {}
+    for socket, pks in named_images.items():
+        item = next(i for i in sent.inputs if i.socket == socket)
+        mine = next((f.name for f in item.files if handle_of(f.name)), "")
+        names.update({pk: mine for pk in pks})
+    return names
+
+
+def handle_names(view: ServerView, sent: Sent, job: Job) -> dict[str, str]:
+    """:func:`found_by_handle` for one job (GETs: the handles' image lookups)."""
+    evidence = Reconciler.for_view(view, "").evidence(sent, jobs=(job,))
+    return found_by_handle(sent, evidence.named_images)
+
+
 def read_names(view: ServerView, pks: Iterable[str], *, budget: int) -> dict[str, str]:
     """pk → name of up to ``budget`` images (GETs); one that is gone is left out."""
     names: dict[str, str] = {}
@@ -342,11 +363,7 @@ def examine(view: ServerView, algorithm_pk: str, sent: Sent, jobs: Sequence[Job]
     verdict = decide(sent, evidence, frozenset(claimed_by))
     cache = known_names if known_names is not None else {}
     names: dict[str, str] = dict(cache)
-    ours = {f.name for f in sent.uploads}
-    for socket, pks in evidence.named_images.items():
-        item = next(i for i in sent.inputs if i.socket == socket)
-        mine = next((f.name for f in item.files if f.name in ours and handle_of(f.name)), "")
-        names.update({pk: mine for pk in pks})
+    names.update(found_by_handle(sent, evidence.named_images))
     # the names of look-alike jobs' other images, newest first, within the budget
     unknown: list[str] = []
     for job in reversed(jobs):

@@ -31,6 +31,7 @@ from dataclasses import dataclass, replace
 
 from gcbatch.api.models import Job
 from gcbatch.engine.context import RunContext
+from gcbatch.engine.dicom import discard_copies
 from gcbatch.engine.outcomes import Outcome
 from gcbatch.engine.reconcile import (
     Adopt,
@@ -217,11 +218,15 @@ class Parking:
             run.slots.resolved(parked.case.id, None)
             self._resend(parked)
             return
-        give_up = window_end + run.options.reconcile_wait
+        wait = run.options.reconcile_wait
+        if parked.sent.has_image_set:  # its image exists only after the platform's import
+            wait = max(wait, run.options.dicom_import_wait)
+        give_up = window_end + wait
         if now >= give_up:
             self._drop(parked)
             if isinstance(verdict, Wait):
-                why = f"{verdict.reason}: {describe_jobs(verdict.jobs)}"
+                why = verdict.reason + (f": {describe_jobs(verdict.jobs)}" if verdict.jobs
+                                        else "")
             else:
                 why = "the server could not be asked"
             self._leave_in_doubt(parked, f"{parked.why}; {why}; the next apply looks again")
@@ -248,6 +253,7 @@ class Parking:
         fingerprint = parked.fingerprint or case.fingerprint
         digests = dict(parked.digests) if parked.digests else case.digests()
         run.record_job(case.id, job, fingerprint, digests, adopted=True)
+        discard_copies(run, parked.sent)  # its job exists: the DICOM copies are done with
         run.slots.resolved(case.id, job.pk, job_active=job.status not in TERMINAL_STATUSES)
         if parked.earlier:
             run.outcome(case.id, Outcome.ADOPTED, f"job {job.pk} (found after: {parked.why})",

@@ -29,6 +29,7 @@ from dataclasses import replace
 
 from gcbatch.api.uploads import SourceChangedError
 from gcbatch.engine.context import CaseParked, RunContext
+from gcbatch.engine.dicom import discard_copies
 from gcbatch.engine.outcomes import Outcome
 from gcbatch.engine.parking import Parked, Parking
 from gcbatch.engine.prepare import build_sent
@@ -50,6 +51,7 @@ from gcbatch.errors import (
     DuplicateJobError,
     GcbatchError,
     InDoubtError,
+    InputError,
     NotFoundError,
     OutOfCreditsError,
     RateLimitedError,
@@ -136,7 +138,7 @@ class Posting:
                 journal_intent(run, case, sent.at_stage(Stage.UPLOAD))
                 try:
                     sent = self.uploading.ensure(case, sent)
-                except SourceChangedError as exc:
+                except (SourceChangedError, InputError) as exc:
                     # this case's own input moved under us: it fails, before any POST;
                     # the other cases are not affected (no stop of the run)
                     run.store.rejected(case.id, str(exc))
@@ -161,6 +163,7 @@ class Posting:
                 raise run.stop_case(case.id, Outcome.WAITING, f"not submitted ({why})")
             # the slot is ours now: this case no longer counts as "uploaded ahead"
             ahead.release()
+            sent = self._note_known_series(sent)
             posting = sent.at_stage(Stage.POST)
             journal_intent(run, case, posting)
             posted_at = run.clock()
@@ -219,9 +222,19 @@ class Posting:
             run.slots.created(job.pk)
             run.job_created(job.pk)
             run.record_job(case.id, job, case.fingerprint, case.digests(), adopted=False)
+            discard_copies(run, posting)
             run.outcome(case.id, Outcome.SUBMITTED, f"job {job.pk}", job.pk)
             return
         raise GcbatchError(f"{case.id}: gave up submitting after {_MAX_POST_ROUNDS} rounds")
+
+    def _note_known_series(self, sent: Sent) -> Sent:
+        """DICOM sent as is (its series UID is no handle of ours): the images of that
+        series that exist before this attempt's first job POST cannot be its job's."""
+        for item in sent.inputs:
+            if item.series_uid and not item.deidentified and not item.known_checked:
+                known = tuple(sorted(self.run.view.image_pks_of_series(item.series_uid)))
+                sent = sent.with_input(item.socket, known_images=known, known_checked=True)
+        return sent
 
     # -- doubt --------------------------------------------------------------------------------------
 
@@ -314,10 +327,15 @@ class Posting:
                 why="an earlier run's job POST got no answer", earlier=True,
                 fingerprint=intent.fingerprint, digests=tuple(sorted(intent.inputs.items()))))
             raise CaseParked()
-        verdict = self.reconciler.reconcile(sent, run.claimed, should_stop=lambda: run.stopping)
+        verdict = self.reconciler.reconcile(
+            sent, run.claimed, should_stop=lambda: run.stopping,
+            # a DICOM image set's image appears only after the platform's import (minutes)
+            wait_timeout=max(run.options.reconcile_wait, run.options.dicom_import_wait)
+            if sent.has_image_set else None)
         if isinstance(verdict, Adopt):
             run.record_job(case.id, verdict.job, intent.fingerprint, intent.inputs,
                            adopted=True)
+            discard_copies(run, sent)
             if verdict.job.status not in TERMINAL_STATUSES:
                 run.slots.track_active({verdict.job.pk})
             run.outcome(case.id, Outcome.ADOPTED, f"job {verdict.job.pk}: {verdict.reason}",

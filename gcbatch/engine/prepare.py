@@ -16,6 +16,7 @@ import tempfile
 from pathlib import Path
 
 from gcbatch.engine.context import RunContext
+from gcbatch.engine.dicom import plan_dicom_input
 from gcbatch.engine.sent import Sent, SentFile, SentInput, Stage
 from gcbatch.errors import InputError
 from gcbatch.sources import Case, Source, mhd_data_file, split_name
@@ -59,7 +60,13 @@ def build_sent(run: RunContext, case: Case) -> Sent:
     for source in case.inputs:
         socket = sockets.get(source.socket)
         super_kind = socket.super_kind if socket is not None else ""
-        inputs.append(_sent_input(run, case, source, super_kind, attempt))
+        dicom = None
+        if source.kind in ("file", "files"):
+            # DICOM: image names and series UIDs as handles, de-identified copies
+            names = [upload_name(case.id, source.socket, i, p.name, attempt)
+                     for i, p in enumerate(source.paths)]
+            dicom = plan_dicom_input(run, source, socket, attempt, names)
+        inputs.append(dicom or _sent_input(run, case, source, super_kind, attempt))
     return Sent(attempt=attempt, inputs=tuple(inputs), stage=Stage.UPLOAD)
 
 

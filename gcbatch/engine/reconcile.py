@@ -13,7 +13,12 @@ find the job by what we sent:
   ``cases/images/?name=<that>`` finds the image and the job using it is ours;
 - **uploaded files** (File sockets) by *file name*: the platform stores the value under
   the upload's filename (``…/<pk>/<upload filename>``), so the last segment of the job
-  input's ``file`` URL must be our upload's name.
+  input's ``file`` URL must be our upload's name;
+- **DICOM** (see :mod:`gcbatch.engine.dicom`): a DICOM Image Set's image by the
+  ``image_name`` we sent (it carries our handle); a series on an Image socket, whose image
+  the platform names ``<StudyInstanceUID>-<n>``, by its Series Instance UID
+  (``cases/images/?series_instance_uid=``): our own per attempt for de-identified copies,
+  the original's otherwise (less the images of that series seen before the POST).
 
 Every kind of input has an exact handle, and a job is never adopted on a weaker rule:
 a job whose upload inputs do not carry our names is not ours, whatever else it holds
@@ -209,6 +214,11 @@ def decide(sent: Sent, evidence: Evidence, claimed: frozenset[str] | set[str]) -
                     f"{len(validating)} job(s) still validating could be this case's")
     recorded = [f.upload_pk for f in sent.uploads if f.upload_pk]
     gone = [pk for pk in recorded if evidence.uploads_gone.get(pk) is True]
+    if sent.has_image_set and gone:
+        # the platform deletes a DICOM image set's uploads when its import starts and
+        # names the image only when the import ends, minutes later: "not yet", never "no job"
+        return Wait((), "its DICOM image set's uploads were taken and its image does not "
+                        "exist yet (the platform imports it: minutes)")
     if recorded and len(gone) == len(recorded):
         return NoJob("no job carries this case's upload names (its uploads are gone: "
                      "expired, or consumed by a job that is not ours to see)")
@@ -254,6 +264,7 @@ class Reconciler:
         list_image_pks: Callable[[str], Iterable[str]],
         upload_exists: Callable[[str], bool],
         list_recent_jobs: Callable[[], Iterable[Job]] | None = None,
+        list_series_image_pks: Callable[[str], Iterable[str]] | None = None,
         wait_timeout: float = 60.0,
         poll_interval: float = 1.0,
         sleep: Callable[[float], None] = time.sleep,
@@ -263,6 +274,7 @@ class Reconciler:
         self._list_recent = list_recent_jobs
         self._list_image_pks = list_image_pks
         self._upload_exists = upload_exists
+        self._list_series_image_pks = list_series_image_pks
         self.wait_timeout = wait_timeout
         self.poll_interval = poll_interval
         self._sleep = sleep
@@ -283,6 +295,7 @@ class Reconciler:
             # the list is oldest first: right after our own POST, read only its tail,
             # where a job it made must be (a full listing of a busy algorithm is many pages)
             list_recent_jobs=lambda: view.recent_jobs(algorithm_pk, RECENT_JOBS),
+            list_series_image_pks=view.image_pks_of_series,
             **kwargs,
         )
 
@@ -324,9 +337,16 @@ class Reconciler:
         for item in sent.inputs:
             if item.kind == "uploads":
                 pks: set[str] = set()
-                for f in item.files:
-                    if ".gcb-" in f.name:  # our handles (a MetaImage data file keeps its name)
-                        pks.update(self._list_image_pks(f.name))
+                if item.image_name:  # a DICOM image set: named after what we sent
+                    pks.update(self._list_image_pks(item.image_name))
+                elif item.series_uid:  # DICOM on an Image socket: by its series
+                    if self._list_series_image_pks is not None:
+                        pks.update(self._list_series_image_pks(item.series_uid))
+                    pks.difference_update(item.known_images)
+                else:
+                    for f in item.files:
+                        if ".gcb-" in f.name:  # our handles (a MetaImage data file keeps
+                            pks.update(self._list_image_pks(f.name))  # its own name)
                 named[item.socket] = frozenset(pks)
         gone: dict[str, bool] = {}
         if sent.stage == Stage.POST:
@@ -343,6 +363,7 @@ class Reconciler:
         refresh: bool = False,
         recent: bool = False,
         should_stop: Callable[[], bool] = lambda: False,
+        wait_timeout: float | None = None,
     ) -> Verdict:
         """Decide for one intent, re-asking the server while the verdict is :class:`Wait`.
 
@@ -352,7 +373,7 @@ class Reconciler:
         """
         if sent.stage != Stage.POST:
             return decide(sent, Evidence(), claimed())
-        deadline = self._clock() + self.wait_timeout
+        deadline = self._clock() + (self.wait_timeout if wait_timeout is None else wait_timeout)
         verdict = decide(sent, self.evidence(sent, refresh=refresh, recent=recent), claimed())
         rounds = 0
         while isinstance(verdict, Wait) and rounds < 10_000:

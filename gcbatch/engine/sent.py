@@ -42,12 +42,19 @@ class SentFile:
     s3_upload_id: str = ""
     #: ``sha256:<hex>`` of the bytes the completed upload holds ("" until known)
     sha256: str = ""
+    #: a de-identified copy (``path``) is uploaded: the original file ("" otherwise)
+    origin: str = ""
+    #: ``sha256:<hex>`` of the copy as planned; what the upload must hash to
+    planned: str = ""
 
     def as_json(self) -> dict[str, Any]:
-        out = {"name": self.name, "path": self.path, "size": self.size,
-               "upload_pk": self.upload_pk, "s3_upload_id": self.s3_upload_id}
+        out: dict[str, Any] = {"name": self.name, "path": self.path, "size": self.size,
+                               "upload_pk": self.upload_pk, "s3_upload_id": self.s3_upload_id}
         if self.sha256:
             out["sha256"] = self.sha256
+        if self.origin:
+            out["origin"] = self.origin
+            out["planned"] = self.planned
         return out
 
     @classmethod
@@ -58,7 +65,9 @@ class SentFile:
                     size=int(data.get("size") or 0),
                     upload_pk=str(data.get("upload_pk") or ""),
                     s3_upload_id=str(data.get("s3_upload_id") or ""),
-                    sha256=str(data.get("sha256") or ""))
+                    sha256=str(data.get("sha256") or ""),
+                    origin=str(data.get("origin") or ""),
+                    planned=str(data.get("planned") or ""))
 
 
 @dataclass(frozen=True)
@@ -71,10 +80,26 @@ class SentInput:
     value: Any = None
     image: str = ""
     files: tuple[SentFile, ...] = ()
+    #: a DICOM Image Set socket: the ``image_name`` sent (it carries our handle)
+    image_name: str = ""
+    #: DICOM: the Series Instance UID of what is uploaded (the platform stores it on the
+    #: image); de-identified copies get one of their own per attempt, an exact handle
+    series_uid: str = ""
+    #: DICOM: the files are de-identified copies
+    deidentified: bool = False
+    #: DICOM sent as is: images of this series that existed before the job POST (they
+    #: cannot be this attempt's)
+    known_images: tuple[str, ...] = ()
+    #: ``known_images`` was asked for (before this attempt's first job POST)
+    known_checked: bool = False
 
     @property
     def is_upload(self) -> bool:
         return self.kind in ("uploads", "upload")
+
+    @property
+    def is_image_set(self) -> bool:
+        return bool(self.image_name)
 
     def as_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"socket": self.socket, "kind": self.kind}
@@ -84,6 +109,13 @@ class SentInput:
             out["image"] = self.image
         else:
             out["files"] = [f.as_json() for f in self.files]
+        if self.image_name:
+            out["image_name"] = self.image_name
+        if self.series_uid:
+            out["series_uid"] = self.series_uid
+            out["deidentified"] = self.deidentified
+        if self.known_checked:
+            out["known_images"] = list(self.known_images)
         return out
 
     @classmethod
@@ -96,6 +128,11 @@ class SentInput:
             value=data.get("value"),
             image=str(data.get("image") or ""),
             files=tuple(SentFile.from_json(f) for f in data.get("files") or ()),
+            image_name=str(data.get("image_name") or ""),
+            series_uid=str(data.get("series_uid") or ""),
+            deidentified=bool(data.get("deidentified")),
+            known_images=tuple(str(p) for p in data.get("known_images") or ()),
+            known_checked="known_images" in data,
         )
 
 
@@ -114,6 +151,15 @@ class Sent:
     @property
     def has_uploads(self) -> bool:
         return any(i.is_upload for i in self.inputs)
+
+    @property
+    def has_image_set(self) -> bool:
+        """A DICOM Image Set input: its image appears only after the platform's import."""
+        return any(i.is_image_set for i in self.inputs)
+
+    def with_input(self, socket: str, **changes: Any) -> Sent:
+        return replace(self, inputs=tuple(replace(i, **changes) if i.socket == socket else i
+                                          for i in self.inputs))
 
     def at_stage(self, stage: Stage) -> Sent:
         return replace(self, stage=stage)
@@ -152,7 +198,8 @@ def job_inputs(sent: Sent) -> list[JobInput]:
         elif item.kind == "image":
             out.append(ImageInput(item.socket, item.image))
         elif item.kind == "uploads":
-            out.append(UploadsInput(item.socket, tuple(f.upload_pk for f in item.files)))
+            out.append(UploadsInput(item.socket, tuple(f.upload_pk for f in item.files),
+                                    image_name=item.image_name))
         else:
             out.append(UploadInput(item.socket, item.files[0].upload_pk))
     return out

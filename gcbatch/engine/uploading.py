@@ -21,6 +21,7 @@ from pathlib import Path
 from gcbatch.api.models import Upload
 from gcbatch.api.uploads import SourceChangedError, Uploader
 from gcbatch.engine.context import RunContext
+from gcbatch.engine.dicom import materialize
 from gcbatch.engine.options import MAX_TRANSFERS
 from gcbatch.engine.outcomes import Outcome
 from gcbatch.engine.prepare import part_size_for
@@ -45,6 +46,16 @@ def check_fingerprinted(case: Case, sent: Sent) -> None:
     for source in case.inputs:
         item = by_socket.get(source.socket)
         if source.kind not in ("file", "files") or item is None or not item.files:
+            continue
+        if any(f.origin for f in item.files):
+            # de-identified copies: each upload must be the copy planned (whose originals
+            # were checked against the fingerprint when it was made)
+            for f in item.files:
+                if f.sha256 and f.sha256 != f.planned:
+                    raise SourceChangedError(
+                        f"{f.origin}: its de-identified copy changed while it was being "
+                        "uploaded (the bytes uploaded are not the bytes planned); nothing "
+                        "was submitted for this case: run apply again")
             continue
         digests = [f.sha256 for f in item.files]
         if not all(digests):
@@ -73,6 +84,8 @@ class Uploading:
         """Every file of ``sent`` uploaded and completed; resumes what an earlier run began.
         Returns ``sent`` with the upload pks filled in."""
         run = self.run
+        # DICOM to de-identify: the copies first (made again, the same, on a resume)
+        sent = materialize(run, case, sent)
         files = [(item.socket, i, f) for item in sent.inputs for i, f in enumerate(item.files)]
         # 1. the state of uploads an earlier attempt created
         existing: dict[str, Upload | None] = {}

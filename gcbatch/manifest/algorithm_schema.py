@@ -134,6 +134,15 @@ def _socket_source(socket: Socket) -> dict[str, Any]:
         properties["value"] = {**schema, "description": f"{socket.kind or 'a'} value: {words}"}
         if socket.default_value is not None:
             properties["value"]["examples"] = [socket.default_value]
+    if socket.super_kind == "Image":
+        properties["deidentify"] = {"description": "DICOM: de-identify locally first "
+                                                   "(default true)"}
+    if socket.kind in ("DICOM Image Set", "DCMIS"):
+        # the platform refuses uploads to this kind without a name for the image
+        properties["image_name"] = {"description": "the image's name (required with file "
+                                                   "or files): e.g. \"{id}\""}
+        narrowed["if"] = {"anyOf": [{"required": ["file"]}, {"required": ["files"]}]}
+        narrowed["then"] = {"required": ["image_name"]}
     narrowed["properties"] = properties
     narrowed["additionalProperties"] = False
     return narrowed

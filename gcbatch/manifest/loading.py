@@ -174,8 +174,11 @@ def _source(socket: str, spec: Any, path: JsonPath, doc: Located) -> SourceSpec:
     if kind in ("json", "file", "files"):
         args = tuple(_slashes(a) for a in args)
     item_socket = spec.get("socket", socket) if kind == "archive_item" else None
+    image_name = spec.get("image_name") if kind in ("file", "files") else None
+    deidentify = spec.get("deidentify") if kind in ("file", "files") else None
     return SourceSpec(socket, kind, args=args, item_socket=item_socket, line=aline, col=acol,
-                      where=where)
+                      where=where, image_name=image_name if isinstance(image_name, str) else None,
+                      deidentify=deidentify if isinstance(deidentify, bool) else None)
 
 
 def _slashes(path: str) -> str:

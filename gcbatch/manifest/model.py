@@ -35,6 +35,8 @@ SOURCE_KINDS: tuple[SourceKind, ...] = get_args(SourceKind)
 GLOB_PLACEHOLDERS = ("path", "name", "stem", "ext", "parent", "dir")
 #: placeholders a ``foreach: {archive: ...}`` generator fills in, per item
 ARCHIVE_PLACEHOLDERS = ("item.pk", "item.title")
+#: placeholders an ``image_name`` may use in every case (besides its generator's)
+IMAGE_NAME_PLACEHOLDERS = ("id",)
 #: a case id (the schema's ``caseId`` pattern; generated ids are checked with it too)
 CASE_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
@@ -48,6 +50,10 @@ class SourceSpec:
     value: Any = field(default=None, hash=False)  # kind "value": the literal
     args: tuple[str, ...] = ()  # json/file/archive_item/image: (text,); files: the globs
     item_socket: str | None = None  # archive_item: the item's socket (default: socket)
+    #: file/files on a DICOM Image Set socket: the image's name (a template: {id}, ...)
+    image_name: str | None = None
+    #: file/files holding DICOM: de-identify locally (None: the default, on)
+    deidentify: bool | None = None
     line: int | None = None  # where the source's argument is
     col: int | None = None
     where: str = ""  # e.g. "cases[2].inputs.ct-image", for messages

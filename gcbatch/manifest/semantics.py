@@ -19,7 +19,13 @@ from __future__ import annotations
 import difflib
 
 from gcbatch.errors import Finding
-from gcbatch.manifest.model import ARCHIVE_PLACEHOLDERS, GLOB_PLACEHOLDERS, Manifest, SourceSpec
+from gcbatch.manifest.model import (
+    ARCHIVE_PLACEHOLDERS,
+    GLOB_PLACEHOLDERS,
+    IMAGE_NAME_PLACEHOLDERS,
+    Manifest,
+    SourceSpec,
+)
 from gcbatch.manifest.templates import TemplateError, template_names
 
 #: names ``gcbatch download`` writes into the output folder beside the case folders
@@ -89,6 +95,8 @@ def _template_findings(m: Manifest, src: SourceSpec, *, allowed: tuple[str, ...]
     out: list[Finding] = []
     if src.kind in ("value", "none"):
         return out
+    if src.image_name is not None:
+        out.extend(_image_name_findings(m, src, allowed, path))
     for arg in src.args:
         try:
             names = template_names(arg)
@@ -104,6 +112,23 @@ def _template_findings(m: Manifest, src: SourceSpec, *, allowed: tuple[str, ...]
             continue
         out.extend(_unknown_names(m, names, allowed, src.line, src.col, src.where, path))
     return out
+
+
+def _image_name_findings(m: Manifest, src: SourceSpec, allowed: tuple[str, ...] | None,
+                         path: str) -> list[Finding]:
+    """``image_name`` may use {id} everywhere, and its generator's placeholders."""
+    assert src.image_name is not None
+    where = f"{src.where}.image_name"
+    try:
+        names = template_names(src.image_name)
+    except TemplateError as exc:
+        return [m.finding(f"{where}: {exc}", src.line, src.col, path + "/image_name")]
+    own = [n for n in names if n not in IMAGE_NAME_PLACEHOLDERS]
+    if own and allowed is None:
+        return [m.finding(f"{where}: placeholder {{{own[0]}}} cannot be used here; "
+                          "an image name may use {id} (the case id), and a foreach case's "
+                          "placeholders", src.line, src.col, path + "/image_name")]
+    return _unknown_names(m, own, allowed, src.line, src.col, where, path + "/image_name")
 
 
 def _unknown_names(m: Manifest, names: list[str], allowed: tuple[str, ...] | None,

@@ -134,11 +134,17 @@ def _input(socket: Socket, lead: Socket | None, *, generator: bool) -> _Line:
     slug = socket.slug
     if socket is lead:
         if _is_dicom(socket):
-            return _Line(f'      {slug}: {{files: "{{path}}*.dcm"}}   # every file of the folder')
+            # a DICOM Image Set needs a name for its image (gcbatch adds its handle)
+            return _Line(f'      {slug}: {{files: "{{path}}*.dcm", image_name: "{{id}}"}}   '
+                         "# every file of the folder")
         return _Line(f'      {slug}: {{file: "{{path}}"}}   # the matched file')
     if socket.super_kind in ("Image", "File"):
         ext = _extension(socket)
         path = f"{FILL_IN}/{{stem}}{ext}" if generator else f"{FILL_IN}{ext}"
+        if _is_dicom(socket):
+            return _Line(f'      {slug}: {{files: "{path}", image_name: "{{id}}"}}   '
+                         f"# {FILL_IN}: this case's series", (slug, f"the {slug} series of "
+                                                               "each case"))
         return _Line(f'      {slug}: {{file: "{path}"}}   # {FILL_IN}: this case\'s file',
                      (slug, f"the {slug} file of each case"))
     if socket.super_kind == "Value":

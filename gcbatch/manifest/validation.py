@@ -180,15 +180,30 @@ def _explain(error: jsonschema.ValidationError, path: JsonPath, doc: Located,
             yield Finding(display, f"{prefix}give only one of {', '.join(options)} "
                           f"(got {' and '.join(given)})", kline, kcol, pointer(path))
         return
+    if validator == "anyOf" and "dependencies" in error.schema_path and \
+            isinstance(instance, dict):
+        # a key that needs one of several others (image_name: file or files)
+        key = str(list(error.schema_path)[-2])
+        options = [r for b in expected for r in b.get("required", ())]
+        kline, kcol = doc.where((*path, key), key=True)
+        yield Finding(display, f"{prefix}{key!r} is only used together with "
+                      f"{' or '.join(repr(o) for o in options)}", kline, kcol,
+                      pointer((*path, key)))
+        return
     if validator == "dependencies" and isinstance(instance, dict):
         for key, needs in sorted(expected.items()):
             if key in instance:
-                lacking = [n for n in needs if n not in instance]
+                if isinstance(needs, dict):  # {"anyOf": [{"required": [k]}, ...]}: one of
+                    options = [r for b in needs.get("anyOf", ()) for r in b.get("required", ())]
+                    lacking = [] if any(o in instance for o in options) else options
+                    joined = " or ".join(repr(n) for n in lacking)
+                else:
+                    lacking = [n for n in needs if n not in instance]
+                    joined = ", ".join(repr(n) for n in lacking)
                 if lacking:
                     kline, kcol = doc.where((*path, key), key=True)
                     yield Finding(display, f"{prefix}{key!r} is only used together with "
-                                  f"{', '.join(repr(n) for n in lacking)}", kline, kcol,
-                                  pointer((*path, key)))
+                                  f"{joined}", kline, kcol, pointer((*path, key)))
         return
     if validator == "type":
         types = expected

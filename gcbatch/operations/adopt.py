@@ -33,6 +33,7 @@ from gcbatch.engine.ownership import (
     Candidate,
     Relation,
     describe_candidate,
+    handle_names,
     image_pks,
     read_names,
     relate,
@@ -167,6 +168,8 @@ def adopt(study: Study, session: Session, case_id: str, job_ref: str, *,
                                   "this case's record of what it sent is unreadable")
         else:
             names = read_names(view, image_pks(sent, job), budget=len(job.inputs))
+            # images found by this attempt's handles (DICOM: not named after an upload)
+            names.update(handle_names(view, sent, job))
             candidate = relate(sent, job, names, case_id=case_id)
         if not job.algorithm and candidate.relation == Relation.OURS:
             candidate = Candidate(job, Relation.CANNOT_TELL,

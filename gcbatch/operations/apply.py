@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 from gcbatch.api.server_view import ServerView
 from gcbatch.engine.options import ApplyOptions
 from gcbatch.engine.outcomes import ApplySummary, CaseOutcome, Outcome
-from gcbatch.events import Hook, ignore
+from gcbatch.events import Hook, PatientData, ignore
 from gcbatch.hashing import FileHasher
 from gcbatch.lockfile import AlgorithmRef, FileLock, LockfileStore, oslock_path_for
 from gcbatch.operations import lock_merge, settled_stamp
@@ -33,7 +33,7 @@ from gcbatch.operations.session import Session
 from gcbatch.operations.study import Study
 from gcbatch.perf import gc_frozen, gc_paused
 from gcbatch.plan import SENDING_KINDS, ActionKind, ServerFacts, make_plan, settled_fingerprints
-from gcbatch.preflight import blocked_cases, require_algorithm, run_preflight
+from gcbatch.preflight import blocked_cases, dicom_patient_data, require_algorithm, run_preflight
 from gcbatch.sources import Case, expand
 from gcbatch.statuses import TERMINAL_STATUSES
 
@@ -127,6 +127,8 @@ def apply(
                                                    if a.case_id not in blocked))
             run_preflight(to_send, algorithm, manifest.algorithm, items=items_by_pk,
                           all_cases=targeted, locked=store.lockfile.cases)
+            for warning in dicom_patient_data(to_send, algorithm):  # before any upload
+                on_event(PatientData(warning))
             if to_send and not options.retry_failed:
                 # which earlier jobs still hold active-job slots (nothing to send: no need)
                 refresh_open_jobs(view, store, algorithm.pk)

@@ -52,6 +52,9 @@ class SandboxConfig:
     # The recorded platform bug: a JSON-file socket given bytes that are not JSON leaves
     # the job in "Validating inputs" forever. False ends such jobs Cancelled instead.
     emulate_stuck_json_bug: bool = True
+    # A DICOM image set becomes an image only after the platform's import (its own
+    # de-identification, then AWS HealthImaging: minutes there; short here by default)
+    dicom_import_seconds: float = 5.0
 
     # Pagination.
     page_size: int = 100

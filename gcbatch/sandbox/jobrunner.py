@@ -15,8 +15,9 @@ import hashlib
 import json
 import uuid
 from collections.abc import Callable
-from typing import Literal
+from typing import Any, Literal
 
+from gcbatch.sandbox import dicom
 from gcbatch.sandbox import lifecycle as lc
 from gcbatch.sandbox.config import SandboxConfig
 from gcbatch.sandbox.seed import Seed, Socket
@@ -94,7 +95,10 @@ class JobRunner:
         st = self._store
         ends = lc.boundaries(job.created, job.schedule)
         if job.status == lc.VALIDATING:
-            verdict = self._validate_pending(job)
+            verdict = self._validate_pending(job, now, config)
+            if isinstance(verdict, float):  # a DICOM image set still importing
+                st.update_job(job.pk, next_at=verdict)
+                return
             if verdict == "cancel":
                 st.finish_job(job.pk, job.user, status=lc.CANCELLED, error=lc.CANCELLED_MESSAGE)
                 return
@@ -140,20 +144,27 @@ class JobRunner:
         except OSError:
             return None
 
-    def _validate_pending(self, job: JobRow) -> Verdict:
-        """Turn a job's uploads into inputs: 'ok', 'cancel' or 'stuck'."""
+    def _validate_pending(self, job: JobRow, now: float,
+                          config: SandboxConfig) -> Verdict | float:
+        """Turn a job's uploads into inputs: 'ok', 'cancel' or 'stuck', or (a DICOM image
+        set still importing) when to look again."""
         st = self._store
         if job.input_key is not None:
             return "ok"  # every input existed at creation: no uploads to turn into inputs
         pending = st.pending(job.pk)
         if not pending:
             return "ok"
+        imported = self._import_image_sets(job, pending, now, config)
+        if imported is None or isinstance(imported, float):
+            return "cancel" if imported is None else imported
         loaded: list[tuple[Socket, list[UploadRow], list[bytes], str | None]] = []
         stuck = False
         for socket_slug, upload_pks, image_name in pending:
             socket = self._seed.socket(socket_slug)
             if socket is None:
                 return "cancel"
+            if socket.kind_code == "DCMIS":
+                continue  # imported above
             ups: list[UploadRow] = []
             datas: list[bytes] = []
             for pk in upload_pks:
@@ -183,9 +194,14 @@ class JobRunner:
         if stuck:
             return "stuck"
         now = self._clock()
-        civs: list[int] = []
+        civs: list[int] = list(imported)
         for socket, ups, datas, image_name in loaded:
-            if socket.super_kind == "Image":
+            series = _dicom_series(datas)
+            if socket.super_kind == "Image" and series is not None:
+                if len({f.get("SeriesInstanceUID") for f in series}) != 1:
+                    return "cancel"  # one image per series: the job takes one
+                civs.append(self._series_image(job, socket, series, datas, now))
+            elif socket.super_kind == "Image":
                 # Stored as uploaded, no conversion; a series keeps its first file.
                 image_pk = str(uuid.uuid4())
                 file_pk = str(uuid.uuid4())
@@ -217,6 +233,7 @@ class JobRunner:
                 st.write_bytes(rel, datas[0])
                 st.set_civ_file(civ, rel)
                 civs.append(civ)
+        for _socket, ups, _datas, _name in loaded:
             for up in ups:
                 st.update_upload(up.pk, consumed=1)
                 st.remove_tree(f"uploads/{up.pk}")
@@ -225,6 +242,92 @@ class JobRunner:
         all_civs = [c.pk for c in st.job_civs(job.pk, "in")]
         st.update_job(job.pk, input_key=input_key(all_civs))
         return "ok"
+
+
+    def _series_image(self, job: JobRow, socket: Socket, series: list[dicom.DicomFile],
+                      datas: list[bytes], now: float) -> int:
+        """panimg's image of a DICOM series: named ``<StudyInstanceUID>-0``, patient data
+        and UIDs kept as the files hold them (stored: the first file, as uploaded)."""
+        st = self._store
+        image_pk, file_pk = str(uuid.uuid4()), str(uuid.uuid4())
+        fields = dicom.image_fields(series)
+        meta = lc.ImageMeta("MHD", *dicom.shape(series))
+        digest = hashlib.sha256(b"".join(datas)).hexdigest()
+        file_name = f"{image_pk}.mha"
+        rel = f"images/{image_pk}/{file_name}"
+        st.write_bytes(rel, datas[0])
+        st.insert_image(pk=image_pk, name=dicom.series_name(series), owner=job.user,
+                        file_pk=file_pk, file_name=file_name, path=rel,
+                        meta=json.dumps(meta.as_json() | {"sha256": digest, "dicom": fields}),
+                        created=now)
+        return st.new_civ(socket.slug, image=image_pk)
+
+    def _import_image_sets(self, job: JobRow, pending: list[tuple[str, list[str], str | None]],
+                           now: float, config: SandboxConfig) -> list[int] | float | None:
+        """The DICOM image sets of a job: civs once every import is done, the time to look
+        again while one runs, None when one is rejected (the job is Cancelled).
+
+        As on the platform: the import takes the uploads and deletes them as it starts
+        (whatever its outcome), and the image, named after ``image_name``, exists only
+        when it ends; what is stored is de-identified there (here: nothing of the files
+        but their digest and shape)."""
+        st = self._store
+        civs: list[int] = []
+        later: float | None = None
+        for socket_slug, upload_pks, image_name in pending:
+            socket = self._seed.socket(socket_slug)
+            if socket is None or socket.kind_code != "DCMIS":
+                continue
+            where = f"dicomsets/{job.pk}/{socket_slug}.json"
+            marker = st.path(where)
+            if not marker.exists():
+                datas: list[bytes] = []
+                for pk in upload_pks:
+                    up = st.upload(pk)
+                    data = None if up is None or up.consumed else self._upload_bytes(up)
+                    if data is None:
+                        return None
+                    datas.append(data)
+                    st.update_upload(pk, consumed=1)
+                    st.remove_tree(f"uploads/{pk}")
+                files = [dicom.parse_dicom(d) for d in datas]
+                if dicom.set_problem(files) is not None:
+                    return None
+                width, height, depth = dicom.shape([f for f in files if f is not None])
+                info: dict[str, Any] = {"ready": now + config.dicom_import_seconds,
+                        "sha256": hashlib.sha256(b"".join(datas)).hexdigest(),
+                        "width": width, "height": height, "depth": depth}
+                st.write_bytes(where, json.dumps(info).encode())
+            else:
+                info = json.loads(marker.read_bytes())
+            ready = float(info["ready"])
+            if now < ready:
+                later = ready if later is None else min(later, ready)
+                continue
+            image_pk = str(uuid.uuid4())
+            meta = lc.ImageMeta("DCMIS", _opt_int(info["width"]), _opt_int(info["height"]),
+                                _opt_int(info["depth"]))
+            st.insert_image(pk=image_pk, name=image_name or "", owner=job.user,
+                            file_pk=str(uuid.uuid4()), file_name="", path="",
+                            meta=json.dumps(meta.as_json() | {"sha256": info["sha256"],
+                                                              "dicom_image_set": True}),
+                            created=now)
+            civs.append(st.new_civ(socket.slug, image=image_pk))
+        if later is not None:
+            return later
+        return civs
+
+
+def _opt_int(value: object) -> int | None:
+    return value if isinstance(value, int) else None
+
+
+def _dicom_series(datas: list[bytes]) -> list[dicom.DicomFile] | None:
+    """The files as DICOM when every one is (None otherwise)."""
+    parsed = [dicom.parse_dicom(d) for d in datas]
+    if not parsed or any(p is None for p in parsed):
+        return None
+    return [p for p in parsed if p is not None]
 
 
 def _data_files(ups: list[UploadRow], datas: list[bytes]) -> dict[str, str] | None:

@@ -122,7 +122,17 @@ class Renderer:
         }
 
     def image(self, base: str, img: ImageRow) -> dict[str, Any]:
-        meta = lc.ImageMeta.from_json(json.loads(img.meta))
+        raw = json.loads(img.meta)
+        meta = lc.ImageMeta.from_json(raw)
+        shown = self._image(base, img, meta)
+        if raw.get("dicom"):  # a DICOM series on an Image socket: what panimg keeps
+            shown.update(raw["dicom"])
+        if raw.get("dicom_image_set"):  # no files: the pixels live in HealthImaging
+            shown["files"] = []
+            shown["dicom_image_set"] = {"image_set_id": img.file_pk.replace("-", "")}
+        return shown
+
+    def _image(self, base: str, img: ImageRow, meta: lc.ImageMeta) -> dict[str, Any]:
         return {
             "pk": img.pk,
             "name": img.name,

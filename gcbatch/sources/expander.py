@@ -226,7 +226,8 @@ class Expander:
             n = len(unique)
             summary = f"files {', '.join(fill(a, values) for a in spec.args)} ({n} file" + \
                 ("s)" if n != 1 else ")")
-        return Source(spec.socket, kind, paths=as_paths, summary=summary, digest=digest)
+        return Source(spec.socket, kind, paths=as_paths, summary=summary, digest=digest,
+                      deidentify=spec.deidentify)
 
     def json_value(self, full: str, rel: str, spec: SourceSpec) -> tuple[Any, str] | None:
         """(value, digest of ``{"value": value}``) of a JSON file, None when it is missing
@@ -344,6 +345,11 @@ class Expander:
             if made is None:
                 ok = False
             else:
+                if src.image_name is not None:
+                    # {id} and the generator's placeholders (checked when the manifest
+                    # was read); a static source is shared, so the name is set per case
+                    made = replace(made, image_name=fill(src.image_name,
+                                                         {**(values or {}), "id": case_id}))
                 sources.append(made)
         if not ok:
             return None

@@ -29,6 +29,10 @@ class Source:
     image_url: str | None = None
     summary: str = ""
     digest: str = ""
+    #: file/files on a DICOM Image Set socket: the image's name, filled in (no handle yet)
+    image_name: str | None = None
+    #: file/files holding DICOM: de-identify locally (None: the default, on)
+    deidentify: bool | None = None
 
 
 @dataclass(frozen=True)

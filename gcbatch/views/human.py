@@ -21,6 +21,7 @@ from gcbatch.events import (
     Event,
     FileDone,
     LookingForJob,
+    PatientData,
     PollFailed,
     RequestRetried,
     Resending,
@@ -109,6 +110,8 @@ class HumanView:
             action = ("resubmitting because of --resubmit-in-doubt" if event.forced
                       else "sending it again")
             self._apply_display().log(f"{event.case}: {event.reason}; {action}")
+        elif isinstance(event, PatientData):
+            self.warn(f"patient data leaves this machine: {event.message}")
         elif isinstance(event, UploadsPaused):
             self._apply_display().log(
                 f"too many uploads on the server; pausing uploads {event.seconds:.0f} s")

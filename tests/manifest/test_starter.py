@@ -121,7 +121,7 @@ def test_values_without_a_default_are_null_and_listed() -> None:
 def test_a_dicom_series_is_one_case_per_folder() -> None:
     _, starter = make("dicom")
     assert f'foreach: {{glob: "{FILL_IN}/*/"}}' in starter.text
-    assert 'series: {files: "{path}*.dcm"}' in starter.text
+    assert 'series: {files: "{path}*.dcm", image_name: "{id}"}' in starter.text
 
 
 def test_a_server_given_is_written() -> None:

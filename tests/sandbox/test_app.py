@@ -183,13 +183,14 @@ def test_authentication_rules(demo: Client) -> None:
     upper = demo.app.handle(
         Request("GET", "/api/v1/algorithms/", {}, {"authorization": "BEARER demo-token"}, b"", BASE)
     )
-    assert json.loads(upper.body)["count"] == 2
+    assert json.loads(upper.body)["count"] == 3
     assert demo.get("/api/v1/uploads/", token=None).body["count"] == 0
 
 
 def test_algorithms_sockets_and_archives(demo: Client) -> None:
     algs = demo.get("/api/v1/algorithms/")
-    assert [a["slug"] for a in algs.body["results"]] == ["lung-nodule-detector", "risk-calculator"]
+    assert [a["slug"] for a in algs.body["results"]] == [
+        "lung-nodule-detector", "dicom-set-reader", "risk-calculator"]
     lnd = algs.body["results"][0]
     assert [[s["slug"] for s in i["inputs"]] for i in lnd["interfaces"]] == [
         ["ct-image"],
@@ -859,6 +860,7 @@ def test_the_default_seed_is_the_documented_world() -> None:
             "findings",
             "report",
             "heatmap",
+            "ct-image-set",
         }
     finally:
         app.close()

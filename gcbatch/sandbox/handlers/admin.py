@@ -12,6 +12,7 @@ from typing import Any
 
 from gcbatch.sandbox.config import MONTH_SECONDS, SandboxConfig
 from gcbatch.sandbox.context import Ctx, World
+from gcbatch.sandbox.dicom import PATIENT_DATA_LOG
 from gcbatch.sandbox.http import Response
 from gcbatch.sandbox.responses import json_response
 
@@ -55,6 +56,16 @@ def requests(ctx: Ctx) -> Response:
     since = int(raw) if raw.lstrip("-").isdigit() else 0
     entries = ctx.world.log.since(since)
     return json_response(200, {"requests": entries, "last": ctx.world.log.last})
+
+
+def patient_data(ctx: Ctx) -> Response:
+    """Every upload that arrived as DICOM holding patient data (see sandbox/dicom.py)."""
+    path = ctx.store.path(PATIENT_DATA_LOG)
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        lines = []
+    return json_response(200, {"uploads": [json.loads(line) for line in lines if line]})
 
 
 def show_config(ctx: Ctx) -> Response:

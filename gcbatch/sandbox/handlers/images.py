@@ -48,6 +48,8 @@ def listing(ctx: Ctx) -> Response:
         among=among,
         limit=limit,
         offset=offset,
+        dicom=[(key, uids[-1]) for key in ("study_instance_uid", "series_instance_uid")
+               if (uids := req.query.get(key)) and uids[-1]],
     )
     return page(
         req, count, [ctx.render.image(ctx.base_url, r) for r in rows], limit, offset, ctx.allow

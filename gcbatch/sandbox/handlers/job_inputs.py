@@ -114,6 +114,15 @@ def parse_input(ctx: Ctx, item: Any, user: User) -> tuple[ParsedInput | None, di
     if not any(provided):
         return None, {"non_field_errors": [_SOURCES_MESSAGE]}
     kind = socket.kind_code
+    if kind == "DCMIS":
+        # components/serializers.py _validate_dicom_image: uploads only with a name
+        if image_pk is None and not (many and image_name):
+            return None, {"non_field_errors": [
+                f"either user_uploads with image_name, or image are required for interface "
+                f"kind {kind}"]}
+        if image_pk is not None:
+            return ParsedInput(socket, "image", image=image_pk), {}
+        return ParsedInput(socket, "uploads", uploads=many, image_name=image_name), {}
     if socket.super_kind == "Image":
         if image_pk is None and not many:
             return None, {

@@ -6,8 +6,11 @@ a plain-text 500 naming boto3's error (``server_crash``), as recorded.
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
+from gcbatch.sandbox import dicom
 from gcbatch.sandbox.context import Ctx
 from gcbatch.sandbox.handlers.uploads import own_upload
 from gcbatch.sandbox.http import Response
@@ -151,6 +154,7 @@ def complete(ctx: Ctx, pk: str, s3_id: str) -> Response:
     size = sum(p.size for p in chosen)
     st.delete_parts(up.pk)
     st.update_upload(up.pk, status="Completed", size=size)
+    _flag_patient_data(ctx, up, target)
     fresh = st.upload(up.pk)
     assert fresh is not None
     return json_response(200, ctx.render.upload(ctx.base_url, fresh, user), allow=ctx.allow)
@@ -167,3 +171,20 @@ def abort(ctx: Ctx, pk: str, s3_id: str) -> Response:
     fresh = st.upload(up.pk)
     assert fresh is not None
     return json_response(200, ctx.render.upload(ctx.base_url, fresh, user), allow=ctx.allow)
+
+
+#: what the patient-data check reads of an upload (DICOM headers come first)
+_PATIENT_DATA_HEAD = 4 * 1024 * 1024
+
+
+def _flag_patient_data(ctx: Ctx, up: UploadRow, target: Path) -> None:
+    """Record a completed upload that is DICOM holding patient data (the sandbox's
+    check, ``GET /_sandbox/patient-data``: tests prove with it that none arrived)."""
+    with target.open("rb") as fh:
+        head = fh.read(_PATIENT_DATA_HEAD)
+    parsed = dicom.parse_dicom(head)
+    found = dicom.patient_tags(parsed) if parsed is not None else []
+    if found:
+        entry = {"upload": up.pk, "filename": up.filename, "user": up.user, "tags": found}
+        with ctx.store.path(dicom.PATIENT_DATA_LOG).open("a", encoding="utf-8") as fh:
+            fh.write(json.dumps(entry) + "\n")

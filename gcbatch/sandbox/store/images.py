@@ -47,6 +47,7 @@ class ImageQueries:
         among: Sequence[str] | None,
         limit: int,
         offset: int,
+        dicom: Sequence[tuple[str, str]] = (),
     ) -> tuple[int, list[ImageRow]]:
         """(count, one page) of the images ``user`` owns or may see as ``seed_pks``,
         filtered by name, by the jobs that took or made them (any of them), and to
@@ -65,6 +66,9 @@ class ImageQueries:
                     f"WHERE role='{role}' AND image IS NOT NULL AND job IN ({marks}))"
                 )
                 args.extend(jobs)
+        for key, value in dicom:  # study_instance_uid / series_instance_uid
+            where.append(f"json_extract(meta, '$.dicom.{key}')=?")
+            args.append(value)
         if among is not None:
             marks = ",".join("?" for _ in among) or "NULL"
             where.append(f"pk IN ({marks})")
