@@ -152,7 +152,7 @@ class SandboxApp:
         user: User | None = None
         had_auth = "authorization" in request.headers
         try:
-            response, user = self._handle(request)
+            response, user = self._handle(request, started)
         except Exception:  # a bug in the sandbox: answer like a server error, keep serving
             response = text_response(500, "Sandbox internal error\n\n" + traceback.format_exc())
         self._record(request, response.status, user, had_auth, started)
@@ -162,7 +162,7 @@ class SandboxApp:
 
     # -- dispatch -------------------------------------------------------------------------
 
-    def _handle(self, req: Request) -> tuple[Response, User | None]:
+    def _handle(self, req: Request, arrived: float) -> tuple[Response, User | None]:
         config = self.config  # one reading per request, even if an admin changes it
         match = resolve(req.method, req.path, ROUTES)
         if match is not None and match.route.bare:
@@ -176,7 +176,7 @@ class SandboxApp:
                 if match is None:
                     response = not_found_page()
                 else:
-                    ctx = Ctx(self._world, req, user, config, match.route.allow)
+                    ctx = Ctx(self._world, req, user, config, match.route.allow, arrived)
                     response = self._call(match, ctx)
             except HttpError as err:
                 response = err.response

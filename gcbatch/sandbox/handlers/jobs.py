@@ -186,12 +186,16 @@ def create(ctx: Ctx) -> Response:
     def reject(message: str) -> Response:
         return json_response(400, {"non_field_errors": [message]}, allow=allow)
 
-    if not alg.active_image:
+    if not alg.active_image or cfg.image_not_ready(alg.slug):
         return reject("Algorithm image is not ready to be used")
     now = ctx.now()
     cost = max(cfg.job_cost, alg.credits_per_job)
     limit = user.credits if user.credits is not None else cfg.credits_per_month
     active, used = st.admission(user.name, now - MONTH_SECONDS)
+    if cfg.unlocked_checks:
+        # The platform counts active jobs without a lock: jobs that requests in flight
+        # with this one create are not committed yet when it counts (see config).
+        active -= st.active_created_after(user.name, ctx.arrived)
     if used + cost > limit:
         return reject("You have run out of algorithm credits")
     if active >= cfg.max_active_jobs:
