@@ -144,6 +144,7 @@ class Executor:
         return ApplySummary(
             outcomes=run.tally.outcomes(),
             stopped_by_credits=run.slots.stopped_by_credits,
+            stop_reason=run.slots.stop_reason,
             interrupted=run.stopping and not run.slots.stopped_by_credits
             and not run.failed_hard,
             elapsed=run.clock() - started,

@@ -76,6 +76,7 @@ class SlotMonitor:
     def poll(self, pks: list[str]) -> int:
         """Refresh our active jobs' statuses; free the slots of those that ended."""
         run = self.run
+        began = run.clock()
         statuses = self._statuses(pks)
         updates: list[tuple[str, str, str]] = []
         ended: set[str] = set()
@@ -96,7 +97,8 @@ class SlotMonitor:
                 if started is not None:
                     with self._lock:
                         self._durations.append(now - started)
-            run.slots.ended(ended)
+        # with every job looked at, admission may trust its count (see slots.ended)
+        run.slots.ended(ended, looked=began if len(statuses) == len(pks) else None)
         return len(ended)
 
     # -- pace ---------------------------------------------------------------------------------

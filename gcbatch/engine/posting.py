@@ -5,7 +5,9 @@ intent at stage ``post`` (fsynced), send the POST once, and record what the answ
 
 - a job → ``submitted``;
 - "too many active jobs" → nothing was created: learn the cap, wait for a slot, POST again;
-- "out of credits" → nothing was created: stop every POST of the run (exit 4);
+- "out of credits" → nothing was created: stop every POST of the run (exit 4); so does
+  "Algorithm image is not ready" (exit 1). The case's uploads stay journalled for the
+  next apply, and a stop after any of these refusals leaves no false doubt;
 - 429 / no connection → nothing was sent: try again after a pause, a few times;
 - "a result for these inputs already exists" → find that job (:meth:`Posting.adopt_duplicate`);
 - another 4xx → refused: the case fails;
@@ -29,7 +31,7 @@ from gcbatch.engine.reconcile import (
 )
 from gcbatch.engine.sent import Sent, Stage, job_inputs
 from gcbatch.engine.slots import Slots
-from gcbatch.engine.uploading import Uploading, journal_intent
+from gcbatch.engine.uploading import Uploading, journal_intent, not_sent_reason
 from gcbatch.errors import (
     ApiError,
     DuplicateJobError,
@@ -43,6 +45,7 @@ from gcbatch.errors import (
 )
 from gcbatch.events import CreditsExhausted, LookingForJob, Resending
 from gcbatch.lockfile import CaseEntry
+from gcbatch.preflight import refusal_kind
 from gcbatch.sources import Case
 from gcbatch.statuses import TERMINAL_STATUSES
 
@@ -94,43 +97,57 @@ class Posting:
         """Upload what ``sent`` needs (ahead of a slot, bounded), then POST until settled."""
         run = self.run
         ahead = _Ahead(run.slots)
+        holding = False  # finished uploads wait for this case's POST (upload quotas)
         try:
             if sent.has_uploads:
                 if not ahead.take():
-                    raise run.stop_case(case.id, Outcome.WAITING, "not submitted (stopped)")
+                    raise run.stop_case(case.id, Outcome.WAITING, not_sent_reason(run))
                 journal_intent(run, case, sent.at_stage(Stage.UPLOAD))
                 sent = self.uploading.ensure(case, sent)
+                run.slots.holding_uploads(1)
+                holding = True
             self._post_until_done(case, sent, retrying=retrying, ahead=ahead)
         finally:
+            if holding:
+                run.slots.holding_uploads(-1)
             ahead.release()
+
+    def _keep_for_later(self, case: Case, sent: Sent) -> None:
+        """The server definitely made no job, and this run POSTs no more: the uploads stay
+        journalled (stage "upload": the next apply POSTs with them while they live — the
+        same POST, later); a value-only case has nothing to keep, and is not in doubt."""
+        if sent.has_uploads:
+            journal_intent(self.run, case, sent.at_stage(Stage.UPLOAD))
+        else:
+            self.run.store.rejected(case.id, "not submitted")
 
     def _post_until_done(self, case: Case, sent: Sent, *, retrying: bool,
                          ahead: _Ahead) -> None:
         run = self.run
         unsent_retries = 0
+        refused = False  # the last POST was refused for a quota: certainly no job
         for _ in range(_MAX_POST_ROUNDS):
             if not run.slots.reserve():
-                stopped_by_credits = run.slots.stopped_by_credits
-                if stopped_by_credits and sent.has_uploads:
-                    # credits come back in weeks, uploads expire in a day: let them go
-                    run.store.rejected(case.id, "out of algorithm credits")
-                # on Ctrl-C the intent stays (stage "upload": certainly no job), so the
-                # next run reuses these uploads without asking the server anything
-                why = "out of credits" if stopped_by_credits else "stopped"
-                raise run.stop_case(case.id, Outcome.WAITING, f"not submitted ({why})")
+                # the intent stays at stage "upload" (certainly no job), so the next run
+                # reuses these uploads without asking the server anything
+                if refused:
+                    self._keep_for_later(case, sent)
+                raise run.stop_case(case.id, Outcome.WAITING, not_sent_reason(run))
             # the slot is ours now: this case no longer counts as "uploaded ahead"
             ahead.release()
             posting = sent.at_stage(Stage.POST)
             journal_intent(run, case, posting)
+            refused = False
             try:
                 with run.tally.posting_one():
                     job = run.client.create_job(run.algorithm.api_url, job_inputs(posting))
             except TooManyActiveJobsError:
                 run.slots.refused_too_many_active()
+                refused = True
                 continue
             except OutOfCreditsError:
                 first = run.slots.credits_exhausted()
-                run.store.rejected(case.id, "out of algorithm credits")
+                self._keep_for_later(case, sent)
                 if first:
                     run.emit(CreditsExhausted())
                 raise run.stop_case(case.id, Outcome.WAITING,
@@ -138,6 +155,7 @@ class Posting:
             except (RateLimitedError, TransportError) as exc:
                 # definitely not created: try again after a pause, a few times
                 run.slots.released()
+                refused = True
                 unsent_retries += 1
                 if unsent_retries > _MAX_UNSENT_RETRIES:
                     run.store.rejected(case.id, str(exc))
@@ -157,6 +175,11 @@ class Posting:
                 sent = again
                 continue
             except (RequestRejectedError, ApiError) as exc:
+                if refusal_kind(exc) == "not_ready":  # the image changed during the run
+                    run.slots.image_not_ready()
+                    self._keep_for_later(case, sent)
+                    raise run.stop_case(case.id, Outcome.WAITING,
+                                        not_sent_reason(run)) from None
                 run.slots.released()
                 run.store.rejected(case.id, str(exc))
                 raise

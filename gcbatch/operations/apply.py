@@ -3,8 +3,12 @@
 The order is the promise "bad input never half-sends": the lockfile is locked (and
 checked: corrupt, another server or algorithm) before the first request, so a second
 concurrent apply or a wrong lockfile fails having sent nothing; the algorithm and every
-case about to be sent are checked (pre-flight) before the first upload; only then does
-the engine (:class:`~gcbatch.engine.executor.Executor`) create anything.
+case about to be sent are checked (pre-flight, ``image:`` URLs included) before the first
+upload; only then does the engine (:class:`~gcbatch.engine.executor.Executor`) create
+anything. Before it starts, one job POST that can make no job asks whether the platform
+would refuse every job now (:func:`~gcbatch.preflight.probe_readiness`: an image that is
+not ready, no credits left): then nothing is uploaded or submitted, and the cases wait
+(exit 1 for the image, 4 for the credits).
 
 A re-apply costs what changed: cases whose locked job still stands are recognised from
 cached digests without being built (``settled``), pre-flight covers only what will be
@@ -20,18 +24,30 @@ from gcbatch.api.server_view import ServerView
 from gcbatch.engine.executor import Executor
 from gcbatch.engine.options import ApplyOptions
 from gcbatch.engine.outcomes import ApplySummary
-from gcbatch.events import Hook, ignore
+from gcbatch.events import CreditsExhausted, Hook, ignore
 from gcbatch.hashing import FileHasher
 from gcbatch.lockfile import AlgorithmRef, LockfileStore
 from gcbatch.operations.session import Session
 from gcbatch.operations.study import Study
 from gcbatch.perf import gc_frozen, gc_paused
-from gcbatch.plan import SENDING_KINDS, ActionKind, ServerFacts, make_plan, settled_fingerprints
-from gcbatch.preflight import require_algorithm, run_preflight
+from gcbatch.plan import (
+    SENDING_KINDS,
+    ActionKind,
+    ServerFacts,
+    make_plan,
+    settled_fingerprints,
+)
+from gcbatch.preflight import (
+    image_urls,
+    image_verdicts,
+    probe_readiness,
+    require_algorithm,
+    run_preflight,
+)
 from gcbatch.sources import Case, expand
 from gcbatch.statuses import TERMINAL_STATUSES
 
-__all__ = ["apply", "explicit_item_pks", "refresh_open_jobs"]
+__all__ = ["apply", "explicit_item_pks", "may_upload", "refresh_open_jobs"]
 
 
 def apply(
@@ -85,18 +101,37 @@ def apply(
                        or (a.kind == ActionKind.RESUBMIT and options.replace)]
             view.add_items(explicit_item_pks(to_send), items_by_pk)
             run_preflight(to_send, algorithm, manifest.algorithm, items=items_by_pk,
-                          all_cases=targeted, locked=store.lockfile.cases)
+                          all_cases=targeted, locked=store.lockfile.cases,
+                          images=image_verdicts(session.client, image_urls(to_send)))
+            # what the platform would refuse every job for (its image, the credits): asked
+            # with one job POST that can make no job, before the first upload (value-only
+            # cases upload nothing: their first POST asks the same at no extra cost)
+            fresh = [by_id[a.case_id] for a in plan.actions
+                     if a.kind in (ActionKind.SUBMIT, ActionKind.RETRY_FAILED)
+                     or (a.kind == ActionKind.RESUBMIT and options.replace)]
+            readiness = probe_readiness(session.client, algorithm) if may_upload(fresh) else None
             if to_send and not options.retry_failed:
                 # which earlier jobs still hold active-job slots (nothing to send: no need)
                 refresh_open_jobs(view, store, algorithm.pk)
         executor = Executor(session.client, store, algorithm, options, items=items_by_pk,
                             on_event=on_event, scratch_dir=study.scratch)
+        if readiness is not None and readiness.blocks:
+            # nothing is uploaded or POSTed; cases in doubt are still looked for (GETs)
+            executor.run_context.slots.refuse_all(
+                "credits" if readiness.kind == "no_credits" else "not_ready")
+            if readiness.kind == "no_credits":
+                on_event(CreditsExhausted())
         if on_executor is not None:
             on_executor(executor)
         with gc_frozen():  # the planned cases stay alive: see gcbatch.perf
             return executor.run(targeted, plan)
     finally:
         store.close()
+
+
+def may_upload(cases: Iterable[Case]) -> bool:
+    """Some of these cases may upload files (a source that is no value or image URL)."""
+    return any(s.kind not in ("value", "json", "image") for case in cases for s in case.inputs)
 
 
 def refresh_open_jobs(view: ServerView, store: LockfileStore, algorithm_pk: str) -> int:

@@ -43,6 +43,7 @@ from gcbatch.views.text import (
     render_plan,
     render_status_summary,
     render_status_table,
+    render_upload_pause,
     use_color,
 )
 
@@ -102,8 +103,7 @@ class HumanView:
                       else "sending it again")
             self._apply_display().log(f"{event.case}: {event.reason}; {action}")
         elif isinstance(event, UploadsPaused):
-            self._apply_display().log(
-                f"too many uploads on the server; pausing uploads {event.seconds:.0f} s")
+            self._apply_display().log(render_upload_pause(event))
         elif isinstance(event, CreditsExhausted):
             self._apply_display().log(
                 "out of algorithm credits: no more jobs will be submitted")
