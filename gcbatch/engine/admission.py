@@ -1,67 +1,139 @@
-"""Quota-aware admission: when may the next job POST go out? (pure; no I/O, no clock)
+"""Quota-aware admission: when may the next job POST, and the next upload, go out?
+(pure; no I/O, no clock: times are passed in)
 
 Grand Challenge lets a user have a limited number of *active* jobs (16 by default; every
 status but Succeeded/Failed/Cancelled counts, "Validating inputs" and "Queued" included),
-gives each user a budget of algorithm credits, and caps live uploads at 2000. The ideal
-makespan for N jobs of duration d under a limit L is ``ceil(N/L) * d``: keep exactly L
-jobs in flight and refill a slot the moment one ends. This module decides that, as a
-frozen :class:`AdmissionState` and pure transition functions; the executor holds the
-state under a lock, feeds it events and sleeps when it says "wait".
+gives each user a budget of algorithm credits, and limits uploads (2,000 live ones; the
+bytes of completed, unused ones). The ideal makespan for N jobs of duration d under a
+limit L is ``ceil(N/L) * d``: keep exactly L jobs in flight and refill a slot the moment
+one ends. This module decides that, as a frozen :class:`AdmissionState` and pure
+transition functions; :mod:`gcbatch.engine.slots` holds the state under a lock, feeds it
+events and lets threads wait on it.
 
-Why the state counts *our* jobs and learns a cap: the API cannot tell us how many active
-jobs the user has across all algorithms (the job list has no creator filter and shows
-other users' public jobs). We count the jobs we know are active (ours, in this
-algorithm), plus POSTs in flight, plus in-doubt POSTs (they may have created a job that
-holds a slot), and never go above ``max_active`` when the user sets one. By default
-(``max_active=None``, "auto") there is no proactive limit: the server's limit differs per
-deployment (16 by default, none at all on some), and its refusal is definite and free
-(400 "too many active jobs": nothing was created). When the server refuses, we *learn*
-a cap equal to what we held at that moment (jobs, POSTs in flight and in doubt; each
-further refusal can only lower it) and wait for one of ours to end. The cap is lifted
-again after ``probe_after`` seconds (the limit or the invisible jobs of other tools may
-have changed; a refused POST costs nothing but one round trip).
+**The active-jobs limit.** The API does not say how many active jobs the user has in all
+(other algorithms, other tools, another study running at the same time are invisible),
+and the platform checks its limit *without a lock*: POSTs that arrive together all see
+the count from before any of them, so together they overshoot (limit 2 → 4 active on the
+real application). The number of our jobs active when a refusal comes is therefore an
+upper bound on nothing if our POSTs were racing. So admission keeps a **level**: the
+number of slots the server has *proven* we may use (or the user's ``--max-active``).
+While we hold fewer, POSTs go out in parallel (together they stay within what one at a
+time was admitted). Above it, only a **probe** may go: one POST, alone (no other POST of
+ours in flight), so its answer is exact — admitted: the level grows by one (and we may
+probe again at once); "too many active jobs": the level is what we hold, learned from a
+clean refusal. A refusal of a parallel POST (another tool's jobs appeared) can only lower
+the level. So:
 
-Credits: the first "run out of algorithm credits" stops all submitting for this run
-(nothing will succeed until the rolling month frees credits). Uploads: "too many uploads"
-pauses new uploads for a while (backing off), since completed jobs consume uploads.
+- a run starts by probing one POST at a time up to the documented default (16): it never
+  overshoots a lower limit, and costs 16 round trips once;
+- it never goes above the default without evidence: a probe above it that the server
+  admits (then the level doubles per success: a server without a limit is found fast);
+- after a refusal, the next probe waits: briefly when the level is below the default
+  (others' jobs hold slots and end; a quarter of our jobs' duration, backing off to a
+  whole one), long when at the default (15 s, doubling to 5 min); and a timed probe
+  waits for a fresh look at our own jobs. One request, never a burst;
+- what a probe taught counts in full only once a look at our jobs confirms it: a job of
+  ours that had ended unseen made the server's count lower than ours, so the next look
+  takes one slot off the level for every job it finds ended (the next probe wins back
+  any taken off for nothing).
+
+Two studies of one user, applied at the same time, thus share the limit: each learns its
+level from clean refusals, refills its own slots as its jobs end, and probes for the
+slots the other frees when it finishes.
+
+**Credits**: the first "run out of algorithm credits" stops all submitting and uploading
+for this run (the rolling month frees credits in days, not minutes); so does "Algorithm
+image is not ready to be used" (pre-flight asks before the run; this is the image
+changing during it).
+
+**Uploads**: "too many uploads" (at ``POST uploads/``) and "Upload limit reached" (at
+``generate-presigned-urls``) start one shared :class:`UploadPause`. It ends as soon as
+the server's live-upload count goes down (our jobs consume uploads when their inputs are
+validated; the caller watches the count), or else when a single trial upload succeeds
+(the first after a second, backing off to a minute). Only creating uploads waits for the
+count quota; sending the parts of an upload that exists waits for the size quota only.
+A pause that sees no upload freed for ``patience`` seconds while nothing of ours could
+free one (no POST in flight, no case holding finished uploads, no recent job of ours)
+cannot end by itself: uploads stop and the run says so (exit 4).
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, replace
+from typing import Literal
 
 __all__ = [
     "DEFAULT_MAX_ACTIVE",
+    "UNLIMITED",
     "AdmissionState",
     "Forecast",
+    "UploadPause",
+    "UploadQuota",
     "credits_exhausted",
+    "expected_slots",
     "forecast",
     "free_slots",
+    "image_not_ready",
     "job_created",
     "jobs_ended",
+    "may_probe",
     "may_submit",
     "may_upload",
+    "polled",
     "post_in_doubt",
     "post_rejected",
+    "refuse_all",
     "refused_too_many_active",
     "reserve",
     "resolve_in_doubt",
     "slot_limit",
     "track_active",
+    "upload_blocked",
+    "upload_count_seen",
+    "upload_trial",
+    "upload_trial_ended",
+    "uploads_accepted",
     "uploads_refused",
-    "uploads_succeeded",
+    "uploads_stalled",
+    "uploads_stopped",
 ]
 
-#: Grand Challenge's default per-user active-jobs limit (the plan's forecast assumes it).
+#: Grand Challenge's documented per-user active-jobs limit (and the plan's forecast).
 DEFAULT_MAX_ACTIVE = 16
-#: ``free_slots`` when nothing limits us (no ``max_active``, no fresh learned cap).
+#: ``free_slots`` when nothing limits us.
 UNLIMITED = 1 << 30
-#: After a "too many active jobs" refusal, try above the learned cap again after this long.
-DEFAULT_PROBE_AFTER = 15.0
-#: First pause after "too many uploads"; doubles on each further refusal, up to the max.
-UPLOAD_PAUSE_FIRST = 5.0
-UPLOAD_PAUSE_MAX = 120.0
+#: After a refusal below the default: the first wait before a probe when no job of ours
+#: has ended yet (then a quarter of their duration), and the factor it backs off to.
+PROBE_BELOW_DEFAULT = 2.0
+PROBE_BELOW_BACKOFF = 4.0
+#: After a refusal at or above the default: the first wait, doubling up to the last.
+PROBE_AT_DEFAULT_FIRST = 15.0
+PROBE_AT_DEFAULT_MAX = 300.0
+#: Upload pause: the first trial after this long, doubling up to the max.
+UPLOAD_TRIAL_FIRST = 1.0
+UPLOAD_TRIAL_MAX = 60.0
+
+#: "count": too many live uploads (400 at POST uploads/); "size": the bytes of completed,
+#: unused uploads (403 "Upload limit reached" at generate-presigned-urls)
+UploadQuota = Literal["count", "size"]
+
+
+@dataclass(frozen=True)
+class UploadPause:
+    """Uploading waits: the server refused an upload for a quota."""
+
+    quota: UploadQuota
+    since: float
+    #: a single trial upload may go at this time, if nothing ended the pause before
+    retry_at: float
+    interval: float = UPLOAD_TRIAL_FIRST
+    #: the trial is out (nobody else tries meanwhile)
+    trial: bool = False
+    #: the user's live uploads on the server when last counted (None: not yet)
+    seen: int | None = None
+    #: when the pause began (what "nothing freed for so long" counts from)
+    last_change: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -70,83 +142,140 @@ class AdmissionState:
 
     ``active``: pks of our jobs believed active. ``doubtful``: case ids whose job POST got
     no definite answer and is not yet reconciled (each may hold a slot). ``reserved``: job
-    POSTs in flight right now.
+    POSTs in flight right now, ``probing`` when one of them is a probe.
     """
 
-    #: never more than this many of ours (the user's ``--max-active``); None: "auto", only
-    #: the server's refusals limit us (through the learned ``cap``)
+    #: never more than this many of ours (the user's ``--max-active``); None: "auto"
     max_active: int | None = None
     active: frozenset[str] = frozenset()
     doubtful: frozenset[str] = frozenset()
     reserved: int = 0
-    #: learned from a refusal: at most this many of *our* slots are usable (None: no cap)
-    cap: int | None = None
-    cap_since: float = 0.0
-    probe_after: float = DEFAULT_PROBE_AFTER
-    #: credits ran out: submit nothing more in this run
+    probing: bool = False
+    #: slots proven usable (or given by --max-active): POSTs go in parallel below it
+    level: int = 0
+    #: the server has refused us since the run began (the level was learned, not assumed)
+    refused: bool = False
+    #: the next probe above the level may go at this time
+    probe_due: float = 0.0
+    #: the next probe must wait for a look at our jobs begun after ``probe_due``
+    probe_needs_look: bool = False
+    #: the current wait between probes (0: none yet)
+    probe_wait: float = 0.0
+    #: when our active jobs' statuses were last read (a poll that began then)
+    looked_at: float = -1.0
+    #: when each probe was answered, until a look confirms what it taught (a job of ours
+    #: that had ended unseen made the server's count lower than ours)
+    unconfirmed: tuple[float, ...] = ()
+    #: our jobs seen ended since the last look
+    ended_unseen: int = 0
+    #: how long a job of ours takes, as seen (None: none ended yet)
+    job_duration: float | None = None
+    #: the server refuses every job for now: submit and upload nothing more in this run
     stopped: bool = False
-    uploads_paused_until: float = 0.0
-    upload_pause: float = 0.0
+    #: why: "credits" (run out of algorithm credits), "not_ready" (the algorithm's image)
+    stop_reason: str = ""
+    upload_pause: UploadPause | None = None
+    #: an upload quota that could not free itself: upload nothing more in this run
+    uploads_halted: bool = False
 
     def __post_init__(self) -> None:
         if self.max_active is not None and self.max_active < 1:
             raise ValueError("max_active must be at least 1")
 
+    @classmethod
+    def start(cls, max_active: int | None = None) -> AdmissionState:
+        """A run's first state: ``--max-active`` is trusted as the level; "auto" proves
+        its level one probe at a time."""
+        return cls(max_active=max_active, level=max_active or 0)
+
+    @property
+    def held(self) -> int:
+        """Slots our jobs hold or may hold: active jobs + unreconciled doubts."""
+        return len(self.active) + len(self.doubtful)
+
     @property
     def in_use(self) -> int:
-        """Slots we hold or may hold: active jobs + POSTs in flight + unreconciled doubts."""
-        return len(self.active) + len(self.doubtful) + self.reserved
+        """Slots we hold or may hold, POSTs in flight included."""
+        return self.held + self.reserved
+
+    @property
+    def ceiling(self) -> int:
+        return UNLIMITED if self.max_active is None else self.max_active
 
 
-def slot_limit(state: AdmissionState, now: float) -> int | None:
-    """How many slots we may use at ``now``: ``max_active``, or the learned cap while fresh
-    (whichever is lower); None when nothing limits us."""
-    if state.cap is not None and now - state.cap_since < state.probe_after:
-        return state.cap if state.max_active is None else min(state.max_active, state.cap)
-    return state.max_active
+# -- the active-jobs limit -------------------------------------------------------------------
 
 
-def free_slots(state: AdmissionState, now: float) -> int:
-    """Slots free at ``now`` (:data:`UNLIMITED` when nothing limits us)."""
-    limit = slot_limit(state, now)
-    if limit is None:
-        return UNLIMITED
-    return max(0, limit - state.in_use)
+def slot_limit(state: AdmissionState) -> int | None:
+    """The slots we may fill in parallel now (for display); None: not known yet."""
+    if state.level == 0 and not state.refused:
+        return None
+    return min(state.level, state.ceiling)
+
+
+def free_slots(state: AdmissionState) -> int:
+    """Slots a POST may take in parallel now (probes aside)."""
+    return max(0, min(state.level, state.ceiling) - state.in_use)
+
+
+def expected_slots(state: AdmissionState) -> int:
+    """How many slots we expect to use: what cases may upload for ahead of a POST.
+
+    The proven level; before any refusal at least the documented default (uploads are
+    made a little ahead of their slot, and the ramp to the default is quick)."""
+    expected = state.level if state.refused else max(state.level, DEFAULT_MAX_ACTIVE)
+    return min(expected, state.ceiling)
+
+
+def may_probe(state: AdmissionState, now: float) -> bool:
+    """One POST above the level may go now: alone, when due, after a fresh look."""
+    if state.stopped or state.probing or state.reserved or state.in_use >= state.ceiling:
+        return False
+    if state.in_use < state.level or now < state.probe_due:
+        return False
+    return not (state.probe_needs_look and state.active and state.looked_at < state.probe_due)
 
 
 def may_submit(state: AdmissionState, now: float) -> bool:
     """A job POST may go out now (take it with :func:`reserve`)."""
-    return not state.stopped and free_slots(state, now) > 0
+    return not state.stopped and (free_slots(state) > 0 or may_probe(state, now))
 
 
 def reserve(state: AdmissionState, now: float) -> AdmissionState:
-    """Take one slot for a POST about to be sent. Only valid when :func:`may_submit`."""
-    if not may_submit(state, now):
+    """Take a slot for a POST about to be sent. Only valid when :func:`may_submit`."""
+    if state.stopped:
         raise ValueError("no free slot to reserve")
-    return replace(state, reserved=state.reserved + 1)
+    if free_slots(state) > 0:
+        return replace(state, reserved=state.reserved + 1)
+    if may_probe(state, now):
+        return replace(state, reserved=state.reserved + 1, probing=True)
+    raise ValueError("no free slot to reserve")
 
 
 def _release(state: AdmissionState) -> AdmissionState:
     if state.reserved < 1:
         raise ValueError("no reserved slot to release")
-    return replace(state, reserved=state.reserved - 1)
+    return replace(state, reserved=state.reserved - 1, probing=False)
 
 
-def job_created(state: AdmissionState, job_pk: str) -> AdmissionState:
+def job_created(state: AdmissionState, job_pk: str, now: float = 0.0) -> AdmissionState:
     """The POST created a job: its reserved slot becomes an active job.
 
-    A probe above the learned cap that succeeds (we now hold more than the cap) means the
-    invisible jobs have ended or the limit grew, so the cap is dropped (a later refusal
-    teaches it again). A POST sent under the cap (or already counted when the cap was
-    learned) proves nothing: the cap stays, or "auto" would burst into refusals after
-    every job created.
+    A probe that the server admitted proves one more slot (and, above the documented
+    default, that the deployment allows more: the level doubles); another probe may go
+    at once. A POST within the level proves nothing new.
     """
+    probe = state.probing
     released = _release(state)
-    active = released.active | {job_pk}
-    grown = replace(released, active=active)
-    if state.cap is not None and grown.in_use > state.cap:
-        return replace(grown, cap=None)
-    return grown
+    grown = replace(released, active=released.active | {job_pk})
+    if not probe:
+        return grown
+    level = max(grown.level, grown.held + grown.reserved)
+    if grown.held > DEFAULT_MAX_ACTIVE:
+        level = max(level, 2 * grown.held)
+    return replace(grown, level=min(level, grown.ceiling), probe_due=now,
+                   probe_needs_look=False, probe_wait=0.0,
+                   unconfirmed=(*grown.unconfirmed, now))
 
 
 def post_rejected(state: AdmissionState) -> AdmissionState:
@@ -154,23 +283,53 @@ def post_rejected(state: AdmissionState) -> AdmissionState:
     return _release(state)
 
 
-def refused_too_many_active(state: AdmissionState, now: float) -> AdmissionState:
-    """The server said "too many active jobs": cap our slots at what we hold without it.
+def _probe_wait(state: AdmissionState, level: int) -> float:
+    """How long until the next probe, after a refusal at ``level``."""
+    if level < DEFAULT_MAX_ACTIVE:
+        first = (max(0.25, min(30.0, state.job_duration / 4))
+                 if state.job_duration is not None else PROBE_BELOW_DEFAULT)
+        if state.probe_wait <= 0:
+            return first
+        return min(state.probe_wait * 2, first * PROBE_BELOW_BACKOFF)
+    if state.probe_wait <= 0:
+        return PROBE_AT_DEFAULT_FIRST
+    return min(max(state.probe_wait * 2, PROBE_AT_DEFAULT_FIRST), PROBE_AT_DEFAULT_MAX)
 
-    What we hold counts POSTs still in flight: they may have been created before this one
-    was refused. While the cap is fresh a further refusal can only lower it (a burst of
-    POSTs sent before the first refusal comes back one refusal at a time).
+
+def refused_too_many_active(state: AdmissionState, now: float) -> AdmissionState:
+    """The server said "too many active jobs".
+
+    A probe (alone, so exact): the level is what we hold. A POST among others: the level
+    can only go down, to what we hold without the POSTs still in flight (they may have
+    been created before this one was refused; a refusal with POSTs racing proves no
+    more). Either way the next probe waits (see the module docstring).
     """
     released = _release(state)
-    cap = released.in_use
-    if released.cap is not None and now - released.cap_since < released.probe_after:
-        cap = min(cap, released.cap)
-    return replace(released, cap=cap, cap_since=now)
+    held = released.held
+    level = held if state.probing else min(released.level, held)
+    wait = _probe_wait(released, level)
+    unconfirmed = (*released.unconfirmed, now) if state.probing else released.unconfirmed
+    return replace(released, level=level, refused=True, probe_due=now + wait,
+                   probe_wait=wait, probe_needs_look=True, unconfirmed=unconfirmed)
 
 
 def credits_exhausted(state: AdmissionState) -> AdmissionState:
-    """The server said "run out of algorithm credits": stop submitting for this run."""
-    return replace(_release(state), stopped=True)
+    """The server said "run out of algorithm credits": stop submitting and uploading."""
+    return replace(_release(state), stopped=True,
+                   stop_reason=state.stop_reason or "credits")
+
+
+def image_not_ready(state: AdmissionState) -> AdmissionState:
+    """The server said "Algorithm image is not ready to be used" (it was ready when the
+    run began): no job can be made now; stop submitting and uploading."""
+    return replace(_release(state), stopped=True,
+                   stop_reason=state.stop_reason or "not_ready")
+
+
+def refuse_all(state: AdmissionState, reason: str) -> AdmissionState:
+    """Pre-flight heard that the server refuses every job now (``reason``: "credits" or
+    "not_ready"): the run sends nothing, and says why."""
+    return replace(state, stopped=True, stop_reason=state.stop_reason or reason)
 
 
 def post_in_doubt(state: AdmissionState, case_id: str) -> AdmissionState:
@@ -190,39 +349,132 @@ def resolve_in_doubt(
 
 
 def track_active(state: AdmissionState, job_pks: frozenset[str] | set[str]) -> AdmissionState:
-    """Jobs found active at start (from an earlier run) hold slots too."""
-    return replace(state, active=state.active | frozenset(job_pks))
+    """Jobs found active at start (from an earlier run) hold slots too; the server admitted
+    them, so they prove their slots."""
+    active = state.active | frozenset(job_pks)
+    level = max(state.level, min(len(active), state.ceiling))
+    return replace(state, active=active, level=level)
 
 
-def jobs_ended(state: AdmissionState, job_pks: frozenset[str] | set[str]) -> AdmissionState:
+def jobs_ended(state: AdmissionState, job_pks: frozenset[str] | set[str],
+               durations: tuple[float, ...] = (), *,
+               looked: float | None = None) -> AdmissionState:
     """These jobs reached a terminal status: their slots are free the moment we know it.
+    ``durations``: how long those of this run took. ``looked``: every active job of ours
+    was looked at, by a poll that began then.
 
-    A learned cap stays as it is: it counts the jobs we held when the server refused, and
-    each job of ours that ends frees exactly one slot under it.
-    """
+    A look confirms what the probes answered before it began taught — less every job
+    seen ended since the last look: such a job may have ended before a probe went out,
+    while we still counted it, so the server's count was lower than ours and the level
+    one too high per such job. (Conservative: a job that ended after the probe costs a
+    slot too, which the next probe wins back; the look and the ends are one step, so no
+    POST goes out in between.)"""
     ended = state.active & frozenset(job_pks)
-    if not ended:
+    if not ended and not durations and looked is None:
         return state
-    return replace(state, active=state.active - ended)
+    duration = state.job_duration
+    for d in durations:
+        duration = d if duration is None else 0.8 * duration + 0.2 * d
+    after = replace(state, active=state.active - ended, job_duration=duration,
+                    ended_unseen=state.ended_unseen + len(ended))
+    return after if looked is None else polled(after, looked)
 
 
-def may_upload(state: AdmissionState, now: float) -> bool:
-    """New uploads may be created now (not stopped by credits, not paused by the quota)."""
-    return not state.stopped and now >= state.uploads_paused_until
+def polled(state: AdmissionState, started: float) -> AdmissionState:
+    """Every active job of ours was looked at, by a poll that began at ``started`` (the
+    jobs it saw ended already given to :func:`jobs_ended`)."""
+    taught = any(t < started for t in state.unconfirmed)
+    level = max(0, state.level - state.ended_unseen) if taught else state.level
+    return replace(state, looked_at=max(state.looked_at, started), level=level,
+                   ended_unseen=0,
+                   unconfirmed=tuple(t for t in state.unconfirmed if t >= started))
 
 
-def uploads_refused(state: AdmissionState, now: float) -> AdmissionState:
-    """"Too many uploads": pause new uploads, backing off exponentially."""
-    pause = UPLOAD_PAUSE_FIRST if state.upload_pause <= 0 else state.upload_pause * 2
-    pause = min(pause, UPLOAD_PAUSE_MAX)
-    return replace(state, upload_pause=pause, uploads_paused_until=now + pause)
+# -- uploads -------------------------------------------------------------------------------
 
 
-def uploads_succeeded(state: AdmissionState) -> AdmissionState:
-    """An upload was accepted: the back-off starts from the beginning next time."""
-    if state.upload_pause == 0.0:
+def may_upload(state: AdmissionState) -> bool:
+    """A case may start uploading (nothing stopped, no quota pause)."""
+    return not state.stopped and not state.uploads_halted and state.upload_pause is None
+
+
+def upload_blocked(state: AdmissionState, step: Literal["create", "send"]) -> bool:
+    """Whether a pause holds this step back: creating uploads waits for either quota;
+    sending an existing upload's parts waits for the size quota only (it makes no new
+    upload, and finishing it lets a job consume it)."""
+    pause = state.upload_pause
+    return pause is not None and (step == "create" or pause.quota == "size")
+
+
+def uploads_refused(state: AdmissionState, quota: UploadQuota, now: float) -> AdmissionState:
+    """An upload was refused for a quota: pause (one pause, however many were refused);
+    a refused trial backs off the next one."""
+    pause = state.upload_pause
+    if pause is None:
+        return replace(state, upload_pause=UploadPause(
+            quota=quota, since=now, retry_at=now + UPLOAD_TRIAL_FIRST, last_change=now))
+    if pause.trial:
+        interval = min(pause.interval * 2, UPLOAD_TRIAL_MAX)
+        return replace(state, upload_pause=replace(
+            pause, quota=quota, trial=False, interval=interval, retry_at=now + interval))
+    return state
+
+
+def uploads_accepted(state: AdmissionState, asked: float,
+                     step: Literal["create", "send"] = "create") -> AdmissionState:
+    """An upload was created ("create") or its URLs granted ("send") for a request sent
+    at ``asked``. That ends a pause that began before the request and that this step
+    would have met: a new upload passes both quotas, URLs only the size quota. (A pause
+    that began while the request was on its way stays: the server may have said yes just
+    before it said no to another.)"""
+    pause = state.upload_pause
+    if pause is None or asked < pause.since or (step == "send" and pause.quota != "size"):
         return state
-    return replace(state, upload_pause=0.0)
+    return replace(state, upload_pause=None)
+
+
+def upload_trial(state: AdmissionState, now: float) -> AdmissionState | None:
+    """The state with a trial taken, when one may go now (else None)."""
+    pause = state.upload_pause
+    if pause is None or pause.trial or now < pause.retry_at or state.uploads_halted:
+        return None
+    return replace(state, upload_pause=replace(pause, trial=True))
+
+
+def upload_trial_ended(state: AdmissionState, now: float) -> AdmissionState:
+    """The trial ended without an answer about the quota (another error)."""
+    pause = state.upload_pause
+    if pause is None or not pause.trial:
+        return state
+    return replace(state, upload_pause=replace(pause, trial=False,
+                                               retry_at=now + pause.interval))
+
+
+def upload_count_seen(state: AdmissionState, count: int, now: float) -> AdmissionState:
+    """The server lists ``count`` live uploads of the user: fewer than at the last look
+    means some were consumed (or expired), so the pause ends."""
+    pause = state.upload_pause
+    if pause is None:
+        return state
+    if pause.seen is not None and count < pause.seen:
+        return replace(state, upload_pause=None)
+    return replace(state, upload_pause=replace(pause, seen=count))
+
+
+def uploads_stalled(state: AdmissionState, now: float, *, patience: float,
+                    pending: bool) -> bool:
+    """The pause cannot end by itself: nothing freed for ``patience`` seconds, and nothing
+    of ours (``pending``) is on its way to consume an upload."""
+    pause = state.upload_pause
+    return pause is not None and not pending and now - pause.last_change >= patience
+
+
+def uploads_stopped(state: AdmissionState) -> AdmissionState:
+    """Give up uploading for this run (the quota cannot free itself)."""
+    return replace(state, uploads_halted=True)
+
+
+# -- the forecast ------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
