@@ -74,6 +74,18 @@ def test_a_clean_refusal_is_the_limit_and_refills_stay_under_it() -> None:
     assert not state.probing and not adm.may_submit(state, 0.6)
 
 
+def test_a_probe_never_goes_beside_other_posts() -> None:
+    state = _fill(adm.AdmissionState.start(), 2)
+    state = adm.jobs_ended(state, set(), looked=0.5)  # confirms the level of 2
+    state = adm.jobs_ended(state, {"j0", "j1"}, looked=1.0)
+    assert state.level == 2
+    state = adm.reserve(adm.reserve(state, 1.0), 1.0)  # two refills in flight
+    # at the level, and a probe would be due: but not while others are out
+    assert state.probe_due <= 1.0 and not adm.may_submit(state, 1.0)
+    state = adm.job_created(adm.job_created(state, "a", 1.1), "b", 1.1)
+    assert adm.may_probe(state, 1.1)
+
+
 def test_a_timed_probe_waits_its_time_and_a_fresh_look() -> None:
     state = _fill(adm.AdmissionState.start(), 2)
     state = adm.refused_too_many_active(adm.reserve(state, 10.0), now=10.0)
