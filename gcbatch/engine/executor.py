@@ -83,7 +83,7 @@ class Executor:
             client=client, view=ServerView(client), store=store, algorithm=algorithm,
             options=options,
             slots=Slots(max_active=options.max_active, lookahead=options.lookahead, stop=stop,
-                        clock=clock),
+                        clock=clock, upload_patience=options.upload_quota_wait),
             tally=Tally(), emit=on_event, stop=stop, clock=clock, sleep=sleep,
             items=dict(items or {}), scratch=scratch_dir)
         self._uploading = Uploading(self.run_context)

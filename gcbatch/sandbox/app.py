@@ -55,6 +55,7 @@ from gcbatch.sandbox.recording import recorder_from_env
 from gcbatch.sandbox.render import Renderer
 from gcbatch.sandbox.requestlog import RequestLog
 from gcbatch.sandbox.responses import (
+    HOLD_HEADER,
     HttpError,
     detail,
     json_response,
@@ -155,6 +156,11 @@ class SandboxApp:
             response, user = self._handle(request, started)
         except Exception:  # a bug in the sandbox: answer like a server error, keep serving
             response = text_response(500, "Sandbox internal error\n\n" + traceback.format_exc())
+        hold = response.header(HOLD_HEADER)
+        if hold:  # a creating POST "commits" late (SandboxConfig.commit_seconds)
+            response = Response(response.status, tuple(
+                h for h in response.headers if h[0] != HOLD_HEADER), response.body)
+            time.sleep(float(hold))
         self._record(request, response.status, user, had_auth, started)
         if self._recorder is not None:
             self._recorder.record(request, response)

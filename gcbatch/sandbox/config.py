@@ -33,8 +33,14 @@ class SandboxConfig:
     # that arrive together all see the count from before any of them was created, so
     # together they can pass the limit (limit 2 -> 4 active jobs, seen on the real
     # application). On: a job or upload POST does not see the jobs or uploads created
-    # after it arrived. Off (default): the checks are exact, one request at a time.
+    # after it arrived, nor those not committed yet (see commit_seconds). Off (default):
+    # the checks are exact, one request at a time.
     unlocked_checks: bool = False
+    # With unlocked_checks: how long a job or upload POST takes from its count to its
+    # commit (the platform's request time). What it creates is invisible to other checks
+    # for that long, and its answer comes only then, so a client that waits for each
+    # answer is never over-admitted, while POSTs sent together are.
+    commit_seconds: float = 0.0
     # Algorithms (slugs, comma-separated) whose image is not ready right now, on top of
     # the seed's ``active_image: false`` ones: "Algorithm image is not ready to be used".
     not_ready_algorithms: str = ""

@@ -9,11 +9,11 @@ import time
 from typing import Any
 
 import pytest
+from test_app import BASE, FAST, IMAGE, Client, Clock, Reply, value_job
 
 from gcbatch.sandbox.app import SandboxApp
 from gcbatch.sandbox.config import SandboxConfig
 from gcbatch.sandbox.seed import DEFAULT_SEED, load_seed
-from test_app import BASE, FAST, IMAGE, Client, Clock, Reply, value_job
 
 
 class Ticking(Clock):
@@ -39,9 +39,9 @@ def _concurrently(app: SandboxApp, calls: list[Any]) -> list[Reply]:
         for t in threads:
             t.start()
         deadline = time.monotonic() + 10
-        while app.store._queued < len(calls) and time.monotonic() < deadline:  # noqa: SLF001
+        while app.store._queued < len(calls) and time.monotonic() < deadline:
             time.sleep(0.001)
-        assert app.store._queued == len(calls)  # noqa: SLF001
+        assert app.store._queued == len(calls)
     for t in threads:
         t.join(timeout=30)
     assert all(r is not None for r in replies)

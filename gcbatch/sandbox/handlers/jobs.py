@@ -28,8 +28,10 @@ from gcbatch.sandbox.responses import (
     MSG_NO_OBJECT,
     MSG_NULL,
     MSG_REQUIRED,
+    commit_hold,
     detail,
     json_response,
+    unseen_since,
 )
 from gcbatch.sandbox.seed import Algorithm
 from gcbatch.sandbox.store import JobRow, input_key
@@ -195,7 +197,7 @@ def create(ctx: Ctx) -> Response:
     if cfg.unlocked_checks:
         # The platform counts active jobs without a lock: jobs that requests in flight
         # with this one create are not committed yet when it counts (see config).
-        active -= st.active_created_after(user.name, ctx.arrived)
+        active -= st.active_created_after(user.name, unseen_since(cfg, ctx.arrived, now))
     if used + cost > limit:
         return reject("You have run out of algorithm credits")
     if active >= cfg.max_active_jobs:
@@ -275,4 +277,5 @@ def create(ctx: Ctx) -> Response:
             "status": lc.VALIDATING,
         },
         allow=allow,
+        extra=commit_hold(cfg),
     )

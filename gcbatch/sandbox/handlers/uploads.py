@@ -26,8 +26,10 @@ from gcbatch.sandbox.responses import (
     MSG_NULL,
     MSG_REQUIRED,
     HttpError,
+    commit_hold,
     detail,
     json_response,
+    unseen_since,
 )
 from gcbatch.sandbox.store import UploadRow
 
@@ -78,7 +80,8 @@ def create(ctx: Ctx) -> Response:
     since = now - ctx.config.upload_expiry_seconds
     count = ctx.store.live_upload_count(user.name, since)
     if ctx.config.unlocked_checks:  # the count is read before concurrent requests commit
-        count -= ctx.store.uploads_created_after(user.name, since, ctx.arrived)
+        count -= ctx.store.uploads_created_after(
+            user.name, since, unseen_since(ctx.config, ctx.arrived, now))
     if count > ctx.config.max_live_uploads:  # the platform's "count() > 2000"
         return json_response(
             400,
@@ -90,7 +93,8 @@ def create(ctx: Ctx) -> Response:
     ctx.store.insert_upload(pk, user.name, now, name, s3_id)
     up = ctx.store.upload(pk)
     assert up is not None
-    return json_response(201, ctx.render.upload(ctx.base_url, up, user), allow=allow)
+    return json_response(201, ctx.render.upload(ctx.base_url, up, user), allow=allow,
+                         extra=commit_hold(ctx.config))
 
 
 def listing(ctx: Ctx) -> Response:
