@@ -26,8 +26,9 @@ the level. So:
 
 - a run starts by probing one POST at a time up to the documented default (16): it never
   overshoots a lower limit, and costs 16 round trips once;
-- it never goes above the default without evidence: a probe above it that the server
-  admits (then the level doubles per success: a server without a limit is found fast);
+- it never goes above the default without evidence: probes above it that the server
+  admits, confirmed by a look (then the level doubles per such look: a server without a
+  limit is found fast);
 - after a refusal, the next probe waits: briefly when the level is below the default
   (others' jobs hold slots and end; a quarter of our jobs' duration, backing off to a
   whole one), long when at the default (15 s, doubling to 5 min); and a timed probe
@@ -39,7 +40,8 @@ the level. So:
 
 Two studies of one user, applied at the same time, thus share the limit: each learns its
 level from clean refusals, refills its own slots as its jobs end, and probes for the
-slots the other frees when it finishes.
+slots the other frees when it finishes — at once when the other runs on this machine
+and says so (:mod:`gcbatch.engine.neighbours`).
 
 **Credits**: the first "run out of algorithm credits" stops all submitting and uploading
 for this run (the rolling month frees credits in days, not minutes); so does "Algorithm
@@ -80,6 +82,7 @@ __all__ = [
     "may_probe",
     "may_submit",
     "may_upload",
+    "neighbour_freed",
     "polled",
     "post_in_doubt",
     "post_rejected",
@@ -261,9 +264,8 @@ def _release(state: AdmissionState) -> AdmissionState:
 def job_created(state: AdmissionState, job_pk: str, now: float = 0.0) -> AdmissionState:
     """The POST created a job: its reserved slot becomes an active job.
 
-    A probe that the server admitted proves one more slot (and, above the documented
-    default, that the deployment allows more: the level doubles); another probe may go
-    at once. A POST within the level proves nothing new.
+    A probe that the server admitted proves one more slot; another probe may go at once.
+    A POST within the level proves nothing new.
     """
     probe = state.probing
     released = _release(state)
@@ -271,11 +273,17 @@ def job_created(state: AdmissionState, job_pk: str, now: float = 0.0) -> Admissi
     if not probe:
         return grown
     level = max(grown.level, grown.held + grown.reserved)
-    if grown.held > DEFAULT_MAX_ACTIVE:
-        level = max(level, 2 * grown.held)
     return replace(grown, level=min(level, grown.ceiling), probe_due=now,
                    probe_needs_look=False, probe_wait=0.0,
                    unconfirmed=(*grown.unconfirmed, now))
+
+
+def neighbour_freed(state: AdmissionState, now: float) -> AdmissionState:
+    """Another apply on this machine holds fewer slots than before: a slot may be free
+    now, so the next probe need not wait (:mod:`gcbatch.engine.neighbours`)."""
+    if state.probe_due <= now:
+        return state
+    return replace(state, probe_due=now, probe_wait=0.0)
 
 
 def post_rejected(state: AdmissionState) -> AdmissionState:
@@ -382,12 +390,22 @@ def jobs_ended(state: AdmissionState, job_pks: frozenset[str] | set[str],
 
 def polled(state: AdmissionState, started: float) -> AdmissionState:
     """Every active job of ours was looked at, by a poll that began at ``started`` (the
-    jobs it saw ended already given to :func:`jobs_ended`)."""
+    jobs it saw ended already given to :func:`jobs_ended`). Above the documented default,
+    a level that such a look confirms doubles: the deployment allows more, and a server
+    without a limit is found in a few looks."""
     taught = any(t < started for t in state.unconfirmed)
-    level = max(0, state.level - state.ended_unseen) if taught else state.level
-    return replace(state, looked_at=max(state.looked_at, started), level=level,
-                   ended_unseen=0,
-                   unconfirmed=tuple(t for t in state.unconfirmed if t >= started))
+    after = replace(state, looked_at=max(state.looked_at, started), ended_unseen=0,
+                    unconfirmed=tuple(t for t in state.unconfirmed if t >= started))
+    if taught and state.ended_unseen:
+        # maybe taught from a stale count: take those slots off, and let a probe win
+        # back at once what was taken off for nothing (one POST at a time)
+        return replace(after, level=max(0, state.level - state.ended_unseen),
+                       probe_due=min(state.probe_due, started), probe_needs_look=False,
+                       probe_wait=0.0)
+    if taught and state.level > DEFAULT_MAX_ACTIVE:
+        # confirmed: the server admits more than the documented default; grow fast
+        return replace(after, level=min(2 * state.level, state.ceiling))
+    return after
 
 
 # -- uploads -------------------------------------------------------------------------------

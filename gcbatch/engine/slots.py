@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterable
 from typing import Literal
 
 from gcbatch.engine import admission as adm
+from gcbatch.engine.neighbours import Neighbours
 
 __all__ = ["Slots", "UploadGo"]
 
@@ -58,6 +59,15 @@ class Slots:
         self.uploads_stuck_at: int | None = None
         #: workers waiting in :meth:`reserve` (the slot monitor polls only while > 0)
         self.waiters = 0
+        #: other applies against the same server on this machine (a wake-up signal)
+        self._neighbours: Neighbours | None = None
+
+    def join_neighbours(self, neighbours: Neighbours) -> None:
+        """Tell other applies on this machine what we hold, and probe at once when they
+        free slots (see :mod:`gcbatch.engine.neighbours`)."""
+        with self._cond:
+            self._neighbours = neighbours
+            neighbours.publish(self._state.held, force=True)
 
     # -- reading ----------------------------------------------------------------------------
 
@@ -148,6 +158,11 @@ class Slots:
                     if adm.may_submit(self._state, now):
                         self._state = adm.reserve(self._state, now)
                         return True
+                    if self._neighbours is not None:
+                        self._neighbours.publish(self._state.held)  # (a heartbeat)
+                        if self._neighbours.freed():
+                            self._state = adm.neighbour_freed(self._state, now)
+                            continue
                     rounds += 1
                     self._cond.wait(timeout=0.05 if rounds < 100 else 0.25)
             finally:
@@ -212,7 +227,13 @@ class Slots:
     def _apply(self, change: Callable[[adm.AdmissionState], adm.AdmissionState]) -> None:
         with self._cond:
             self._state = change(self._state)
+            self._told()
             self._cond.notify_all()
+
+    def _told(self) -> None:
+        """(lock held) Our count changed: the neighbours may want to know."""
+        if self._neighbours is not None:
+            self._neighbours.publish(self._state.held)
 
     def released(self) -> None:
         """The reserved POST was refused for a reason that is not a quota."""
@@ -223,6 +244,7 @@ class Slots:
             now = self._clock()
             self._created[job_pk] = now
             self._state = adm.job_created(self._state, job_pk, now)
+            self._told()
             self._cond.notify_all()
 
     def refused_too_many_active(self) -> None:
@@ -267,6 +289,7 @@ class Slots:
             now = self._clock()
             durations = tuple(now - self._created.pop(pk) for pk in pks if pk in self._created)
             self._state = adm.jobs_ended(self._state, pks, durations, looked=looked)
+            self._told()
             self._cond.notify_all()
 
     def holding_uploads(self, delta: int) -> None:

@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterable
 
 from gcbatch.api.server_view import ServerView
 from gcbatch.engine.executor import Executor
+from gcbatch.engine.neighbours import Neighbours
 from gcbatch.engine.options import ApplyOptions
 from gcbatch.engine.outcomes import ApplySummary
 from gcbatch.events import CreditsExhausted, Hook, ignore
@@ -123,8 +124,14 @@ def apply(
                 on_event(CreditsExhausted())
         if on_executor is not None:
             on_executor(executor)
-        with gc_frozen():  # the planned cases stay alive: see gcbatch.perf
-            return executor.run(targeted, plan)
+        # other applies against this server on this machine: probe when they free slots
+        neighbours = Neighbours.for_server(study.server)
+        executor.run_context.slots.join_neighbours(neighbours)
+        try:
+            with gc_frozen():  # the planned cases stay alive: see gcbatch.perf
+                return executor.run(targeted, plan)
+        finally:
+            neighbours.close()
     finally:
         store.close()
 

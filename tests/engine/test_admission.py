@@ -54,12 +54,19 @@ def test_auto_proves_its_level_one_probe_at_a_time_up_to_the_default() -> None:
     assert state.probe_due == adm.PROBE_AT_DEFAULT_FIRST
 
 
-def test_a_probe_the_server_admits_above_the_default_doubles_the_level() -> None:
-    state = _fill(adm.AdmissionState.start(), adm.DEFAULT_MAX_ACTIVE + 1)
+def test_above_the_default_a_confirmed_level_doubles() -> None:
+    state = _fill(adm.AdmissionState.start(), adm.DEFAULT_MAX_ACTIVE + 1, now=1.0)
+    assert state.level == adm.DEFAULT_MAX_ACTIVE + 1  # one at a time until confirmed
+    # a look that finds none of ours ended confirms it: the server allows more
+    state = adm.jobs_ended(state, set(), looked=2.0)
     assert state.level == 2 * (adm.DEFAULT_MAX_ACTIVE + 1)
     # and POSTs go in parallel up to it: a server without a limit is found fast
-    state = adm.reserve(adm.reserve(state, 0.0), 0.0)
+    state = adm.reserve(adm.reserve(state, 2.0), 2.0)
     assert state.reserved == 2 and not state.probing
+    # a stale count (a job had ended unseen) confirms nothing: no doubling
+    stale = _fill(adm.AdmissionState.start(), adm.DEFAULT_MAX_ACTIVE + 1, now=1.0)
+    stale = adm.jobs_ended(stale, {"j0"}, looked=2.0)
+    assert stale.level == adm.DEFAULT_MAX_ACTIVE
 
 
 def test_a_clean_refusal_is_the_limit_and_refills_stay_under_it() -> None:
