@@ -1,6 +1,7 @@
 """Issue 13's figures: admission without waste, measured against a sandbox process.
 
-    .venv/bin/python benchmarks/bench_admission.py            # every scenario (~6 min)
+    .venv/bin/python benchmarks/bench_admission.py            # every scenario (~4 min)
+    .venv/bin/python benchmarks/bench_admission.py --repeats 3  # medians of three
     .venv/bin/python benchmarks/bench_admission.py --only limit16,quotas
     .venv/bin/python benchmarks/bench_admission.py --json out.json
 
@@ -32,6 +33,7 @@ import argparse
 import json
 import math
 import sqlite3
+import statistics
 import sys
 import tempfile
 import time
@@ -317,6 +319,22 @@ SCENARIOS: dict[str, Callable[[Path, bool], dict[str, Any]]] = {
 }
 
 
+def merge(runs: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """One figure per key: the median of numbers (a ratio also lists every run's)."""
+    if len(runs) == 1:
+        return dict(runs[0])
+    out: dict[str, Any] = {}
+    for key in runs[0]:
+        values = [r[key] for r in runs]
+        if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+            out[key] = statistics.median(values)
+            if "ratio" in key or "per job" in key:
+                out[key + " (each run)"] = [round(float(v), 3) for v in values]
+        else:
+            out[key] = values
+    return out
+
+
 def fmt(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.3f}" if value < 10 else f"{value:.1f}"
@@ -328,6 +346,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--only", default=",".join(SCENARIOS),
                         help="comma-separated: " + ", ".join(SCENARIOS))
     parser.add_argument("--quick", action="store_true", help="smaller sizes")
+    parser.add_argument("--repeats", type=int, default=1,
+                        help="runs per scenario; numbers are medians (ratios: every run)")
     parser.add_argument("--json", type=Path, help="write every figure here")
     parser.add_argument("--workdir", type=Path, help="keep sandboxes and studies here")
     args = parser.parse_args(argv)
@@ -339,7 +359,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     figures: dict[str, dict[str, Any]] = {}
     for name in chosen:
         print(f"[{time.strftime('%H:%M:%S')}] {name} …", file=sys.stderr, flush=True)
-        figures[name] = SCENARIOS[name](workdir, args.quick)
+        runs = [SCENARIOS[name](workdir / f"run{r}", args.quick)
+                for r in range(max(1, args.repeats))]
+        figures[name] = merge(runs)
         rows = [[key, fmt(value)] for key, value in figures[name].items()]
         print(f"\n## {name}\n\n" + render_table(["figure", "value"], rows), flush=True)
     if args.json:
