@@ -230,8 +230,12 @@ def quotas(workdir: Path, quick: bool) -> dict[str, Any]:
     return results
 
 
+#: job time of the limit16 scenario (--job-seconds)
+LIMIT16_JOB_S = [2.0]
+
+
 def limit16(workdir: Path, quick: bool) -> dict[str, Any]:
-    n, job_s, limit = (96 if quick else 250), 2.0, 16
+    n, job_s, limit = (96 if quick else 250), LIMIT16_JOB_S[0], 16
 
     def body(run: Run, folder: Path) -> dict[str, Any]:
         done = run.apply(value_study(folder, n))
@@ -346,6 +350,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--only", default=",".join(SCENARIOS),
                         help="comma-separated: " + ", ".join(SCENARIOS))
     parser.add_argument("--quick", action="store_true", help="smaller sizes")
+    parser.add_argument("--job-seconds", type=float, default=2.0,
+                        help="job time in the limit16 scenario (default 2)")
     parser.add_argument("--repeats", type=int, default=1,
                         help="runs per scenario; numbers are medians (ratios: every run)")
     parser.add_argument("--json", type=Path, help="write every figure here")
@@ -356,6 +362,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if unknown:
         parser.error(f"unknown scenario(s): {', '.join(unknown)}")
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="gcbatch-bench-admission-"))
+    LIMIT16_JOB_S[0] = args.job_seconds
     figures: dict[str, dict[str, Any]] = {}
     for name in chosen:
         print(f"[{time.strftime('%H:%M:%S')}] {name} …", file=sys.stderr, flush=True)

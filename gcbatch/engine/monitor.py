@@ -46,6 +46,8 @@ class SlotMonitor:
         #: the job list's length when last read, and how many jobs the run had made then
         self._list_count = 0
         self._created_at_read = 0
+        #: when the previous poll began (the jobs it saw active were active then)
+        self._looked = -1e18
         self._thread = threading.Thread(target=self._loop, name="gcbatch-monitor", daemon=True)
 
     def start(self) -> None:
@@ -95,8 +97,13 @@ class SlotMonitor:
             for pk in ended:
                 started = run.job_ended(pk)
                 if started is not None:
+                    # it ended since the previous look: the midpoint, not this look's
+                    # time (that would teach a duration one poll too long, and the next
+                    # wave's polls would start that much too late, wave after wave)
+                    end = (self._looked + now) / 2 if self._looked > started else now
                     with self._lock:
-                        self._durations.append(now - started)
+                        self._durations.append(end - started)
+        self._looked = began
         # with every job looked at, admission may trust its count (see slots.ended)
         run.slots.ended(ended, looked=began if len(statuses) == len(pks) else None)
         return len(ended)
@@ -106,9 +113,10 @@ class SlotMonitor:
     def median_duration(self, quantile: float = 0.5) -> float | None:
         """How long our jobs take, as observed (else the server's average, else None).
 
-        Observed durations run from the POST to the poll that saw the end, so they are
-        never shorter than the truth; a low quantile tracks it from above (the due-time
-        prediction uses 0.1, or slow polling would keep predicting slow jobs)."""
+        Observed durations run from the POST to the midpoint between the last poll that
+        saw the job active and the one that saw it ended; a low quantile tracks the
+        truth from above (the due-time prediction uses 0.1, or slow polling would keep
+        predicting slow jobs)."""
         with self._lock:
             seen = sorted(self._durations[-50:])
         if seen:
