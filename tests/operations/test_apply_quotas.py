@@ -390,3 +390,36 @@ def test_two_studies_at_once_share_the_limit_and_both_finish(
     refused = [p for p in job_posts(sb) if p["status"] == 400]
     assert len(refused) <= 24
     assert Outcome.SUBMITTED.value == "submitted"
+
+
+@pytest.mark.parametrize("kind", ["value", "image"])
+def test_a_stop_after_a_refusal_leaves_no_false_doubt(
+        make_sandbox: Callable[..., RunningSandbox], tmp_path: Path, kind: str) -> None:
+    from gcbatch.engine.executor import Executor
+
+    sb = make_sandbox(config=config(max_active_jobs=1, executing_seconds=30.0))
+    manifest = image_study(tmp_path, 3) if kind == "image" else value_study(tmp_path, 3)
+    captured: list[Executor] = []
+    original = sb.app.handle
+
+    def handle(request: Any) -> Any:
+        response = original(request)
+        if request.method == "POST" and request.path.endswith("/algorithms/jobs/") \
+                and b"too many active jobs" in response.body and captured:
+            captured[0].request_stop()  # Ctrl-C while the refused case waits for a slot
+        return response
+
+    sb.app.handle = handle  # type: ignore[method-assign]
+    study = open_study(manifest, ConnectionOptions(server=sb.api_url))
+    with Session(client=GrandChallengeClient(sb.api_url, sb.token("demo"))) as session:
+        summary = apply(study, session, ApplyOptions(poll_min=0.02),
+                        on_executor=captured.append)
+    assert summary.interrupted and summary.counts()["submitted"] == 1
+    assert summary.counts()["in_doubt"] == 0
+    lock = load(tmp_path / "study.lock")
+    assert lock is not None
+    stages = [e.pending.payload["stage"] for e in lock.cases.values() if e.pending]
+    # the refused case made no job: it is not in doubt; an image case keeps its uploads
+    assert "post" not in stages
+    if kind == "image":
+        assert stages and set(stages) == {"upload"}
