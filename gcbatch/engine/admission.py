@@ -14,29 +14,30 @@ events and lets threads wait on it.
 (other algorithms, other tools, another study running at the same time are invisible),
 and the platform checks its limit *without a lock*: POSTs that arrive together all see
 the count from before any of them, so together they overshoot (limit 2 → 4 active on the
-real application). The number of our jobs active when a refusal comes is therefore an
-upper bound on nothing if our POSTs were racing. So admission keeps a **level**: the
-number of slots the server has *proven* we may use (or the user's ``--max-active``).
-While we hold fewer, POSTs go out in parallel (together they stay within what one at a
-time was admitted). Above it, only a **probe** may go: one POST, alone (no other POST of
-ours in flight), so its answer is exact — admitted: the level grows by one (and we may
-probe again at once); "too many active jobs": the level is what we hold, learned from a
-clean refusal. A refusal of a parallel POST (another tool's jobs appeared) can only lower
-the level. So:
+real application). What we held when a refusal came is therefore an upper bound on
+nothing if our POSTs were racing. So admission keeps a **level** — the slots we may fill
+with POSTs in parallel — and sends anything beyond it as a **probe**, in three phases:
 
-- a run starts by probing one POST at a time up to the documented default (16): it never
-  overshoots a lower limit, and costs 16 round trips once;
-- it never goes above the default without evidence: probes above it that the server
-  admits, confirmed by a look (then the level doubles per such look: a server without a
-  limit is found fast);
-- after a refusal, the next probe waits: briefly when the level is below the default
-  (others' jobs hold slots and end; a quarter of our jobs' duration, backing off to a
-  whole one), long when at the default (15 s, doubling to 5 min); and a timed probe
-  waits for a fresh look at our own jobs. One request, never a burst;
-- what a probe taught counts in full only once a look at our jobs confirms it: a job of
-  ours that had ended unseen made the server's count lower than ours, so the next look
-  takes one slot off the level for every job it finds ended (the next probe wins back
-  any taken off for nothing).
+- **ramp** (a run's start, "auto"): every POST is a probe and goes alone (nothing else of
+  ours in flight), so the server's count at its check is exact; each one admitted adds
+  a slot. A lower limit is never overshot; the first refusal ends the ramp with the
+  level at what we hold. Reaching the documented default (16) ends it too: 16 round trips,
+  once;
+- **growth** (the default reached, no refusal yet): POSTs fill the level in parallel; above
+  it, probes go in a growing window (one more for each one admitted, as TCP's slow
+  start), so a server without a limit is found in a few round trips. This is the only
+  place gcbatch may go above the default: on the server's own evidence, and a higher
+  limit checked without a lock is overshot by at most the window;
+- **steady** (after a refusal, or with ``--max-active``): POSTs fill the level in parallel;
+  a probe goes alone, and only after a wait — briefly when the level is below the
+  default (others' jobs hold slots and end: a quarter of our jobs' duration, backing off
+  to a whole one), long at the default (15 s, doubling to 5 min) — and after a fresh look
+  at our jobs. One request, never a burst. A probe admitted raises the level to what we
+  then hold, and the next may go at once; a refusal of a POST among others can only
+  lower the level. What a probe taught counts in full only once a look confirms it: a job
+  of ours that had ended unseen made the server's count lower than ours, so the next look
+  takes one slot off the level for every job it finds ended (the next probe wins back any
+  taken off for nothing).
 
 Two studies of one user, applied at the same time, thus share the limit: each learns its
 level from clean refusals, refills its own slots as its jobs end, and probes for the
@@ -70,6 +71,7 @@ __all__ = [
     "UNLIMITED",
     "AdmissionState",
     "Forecast",
+    "PostKind",
     "UploadPause",
     "UploadQuota",
     "credits_exhausted",
@@ -83,8 +85,10 @@ __all__ = [
     "may_submit",
     "may_upload",
     "neighbour_freed",
+    "phase",
     "polled",
     "post_in_doubt",
+    "post_kind",
     "post_rejected",
     "refuse_all",
     "refused_too_many_active",
@@ -145,7 +149,8 @@ class AdmissionState:
 
     ``active``: pks of our jobs believed active. ``doubtful``: case ids whose job POST got
     no definite answer and is not yet reconciled (each may hold a slot). ``reserved``: job
-    POSTs in flight right now, ``probing`` when one of them is a probe.
+    POSTs in flight right now, ``probing`` of them probes. Every transition for an answer
+    takes ``kind``: what the POST answered was (:func:`post_kind` at reserve time).
     """
 
     #: never more than this many of ours (the user's ``--max-active``); None: "auto"
@@ -153,7 +158,10 @@ class AdmissionState:
     active: frozenset[str] = frozenset()
     doubtful: frozenset[str] = frozenset()
     reserved: int = 0
-    probing: bool = False
+    #: probes among the POSTs in flight
+    probing: int = 0
+    #: growth phase: how many probes may be in flight together (one more per admission)
+    window: int = 1
     #: slots proven usable (or given by --max-active): POSTs go in parallel below it
     level: int = 0
     #: the server has refused us since the run began (the level was learned, not assumed)
@@ -209,32 +217,51 @@ class AdmissionState:
 # -- the active-jobs limit -------------------------------------------------------------------
 
 
+Phase = Literal["ramp", "growth", "steady"]
+
+
+def phase(state: AdmissionState) -> Phase:
+    """Where the run is in learning the limit (see the module docstring)."""
+    if state.refused or state.max_active is not None:
+        return "steady"
+    return "ramp" if state.level < DEFAULT_MAX_ACTIVE else "growth"
+
+
 def slot_limit(state: AdmissionState) -> int | None:
     """The slots we may fill in parallel now (for display); None: not known yet."""
-    if state.level == 0 and not state.refused:
+    if phase(state) != "steady":
         return None
     return min(state.level, state.ceiling)
 
 
 def free_slots(state: AdmissionState) -> int:
     """Slots a POST may take in parallel now (probes aside)."""
+    if phase(state) == "ramp":
+        return 0
     return max(0, min(state.level, state.ceiling) - state.in_use)
 
 
 def expected_slots(state: AdmissionState) -> int:
     """How many slots we expect to use: what cases may upload for ahead of a POST.
 
-    The proven level; before any refusal at least the documented default (uploads are
-    made a little ahead of their slot, and the ramp to the default is quick)."""
+    The level; before any refusal at least the documented default (uploads are made a
+    little ahead of their slot, and the ramp to the default is quick)."""
     expected = state.level if state.refused else max(state.level, DEFAULT_MAX_ACTIVE)
     return min(expected, state.ceiling)
 
 
 def may_probe(state: AdmissionState, now: float) -> bool:
-    """One POST above the level may go now: alone, when due, after a fresh look."""
-    if state.stopped or state.probing or state.reserved or state.in_use >= state.ceiling:
+    """A POST beyond the level may go now (see the phases in the module docstring)."""
+    if state.stopped or state.in_use >= state.ceiling:
         return False
-    if state.in_use < state.level or now < state.probe_due:
+    current = phase(state)
+    if current == "ramp":
+        return state.reserved == 0
+    if state.in_use < state.level:
+        return False
+    if current == "growth":
+        return state.probing < state.window
+    if state.reserved or now < state.probe_due:
         return False
     return not (state.probe_needs_look and state.active and state.looked_at < state.probe_due)
 
@@ -244,6 +271,17 @@ def may_submit(state: AdmissionState, now: float) -> bool:
     return not state.stopped and (free_slots(state) > 0 or may_probe(state, now))
 
 
+#: what a reserved POST is: within the level, a probe of the growth window, a probe alone
+PostKind = Literal["within", "window", "alone"]
+
+
+def post_kind(state: AdmissionState) -> PostKind:
+    """What the POST :func:`reserve` would take now is (pass it with its answer)."""
+    if free_slots(state) > 0:
+        return "within"
+    return "window" if phase(state) == "growth" else "alone"
+
+
 def reserve(state: AdmissionState, now: float) -> AdmissionState:
     """Take a slot for a POST about to be sent. Only valid when :func:`may_submit`."""
     if state.stopped:
@@ -251,31 +289,39 @@ def reserve(state: AdmissionState, now: float) -> AdmissionState:
     if free_slots(state) > 0:
         return replace(state, reserved=state.reserved + 1)
     if may_probe(state, now):
-        return replace(state, reserved=state.reserved + 1, probing=True)
+        return replace(state, reserved=state.reserved + 1, probing=state.probing + 1)
     raise ValueError("no free slot to reserve")
 
 
-def _release(state: AdmissionState) -> AdmissionState:
-    if state.reserved < 1:
+def _release(state: AdmissionState, kind: PostKind = "within") -> AdmissionState:
+    probe = kind != "within"
+    if state.reserved < 1 or (probe and state.probing < 1):
         raise ValueError("no reserved slot to release")
-    return replace(state, reserved=state.reserved - 1, probing=False)
+    return replace(state, reserved=state.reserved - 1,
+                   probing=state.probing - 1 if probe else state.probing)
 
 
-def job_created(state: AdmissionState, job_pk: str, now: float = 0.0) -> AdmissionState:
+def job_created(state: AdmissionState, job_pk: str, now: float = 0.0, *,
+                kind: PostKind = "within") -> AdmissionState:
     """The POST created a job: its reserved slot becomes an active job.
 
-    A probe that the server admitted proves one more slot; another probe may go at once.
-    A POST within the level proves nothing new.
+    A probe the server admitted adds a slot (ramp), widens the window too (growth), or
+    raises the level to what we now hold and lets the next probe go at once (steady). A
+    POST within the level proves nothing new, nor does a probe of the growth window
+    answered after a refusal ended the growth (it did not go alone).
     """
-    probe = state.probing
-    released = _release(state)
+    current = phase(state)
+    released = _release(state, kind)
     grown = replace(released, active=released.active | {job_pk})
-    if not probe:
-        return grown
-    level = max(grown.level, grown.held + grown.reserved)
-    return replace(grown, level=min(level, grown.ceiling), probe_due=now,
-                   probe_needs_look=False, probe_wait=0.0,
-                   unconfirmed=(*grown.unconfirmed, now))
+    if kind == "alone" and current == "ramp":
+        return replace(grown, level=grown.level + 1)
+    if kind == "window" and current == "growth":
+        return replace(grown, level=grown.level + 1, window=grown.window + 1)
+    if kind == "alone" and current == "steady":
+        level = min(max(grown.level, grown.held), grown.ceiling)
+        return replace(grown, level=level, probe_due=now, probe_needs_look=False,
+                       probe_wait=0.0, unconfirmed=(*grown.unconfirmed, now))
+    return grown
 
 
 def neighbour_freed(state: AdmissionState, now: float) -> AdmissionState:
@@ -286,9 +332,9 @@ def neighbour_freed(state: AdmissionState, now: float) -> AdmissionState:
     return replace(state, probe_due=now, probe_wait=0.0)
 
 
-def post_rejected(state: AdmissionState) -> AdmissionState:
+def post_rejected(state: AdmissionState, *, kind: PostKind = "within") -> AdmissionState:
     """The POST was refused for a reason that is not a quota: the slot is free again."""
-    return _release(state)
+    return _release(state, kind)
 
 
 def _probe_wait(state: AdmissionState, level: int) -> float:
@@ -304,33 +350,35 @@ def _probe_wait(state: AdmissionState, level: int) -> float:
     return min(max(state.probe_wait * 2, PROBE_AT_DEFAULT_FIRST), PROBE_AT_DEFAULT_MAX)
 
 
-def refused_too_many_active(state: AdmissionState, now: float) -> AdmissionState:
+def refused_too_many_active(state: AdmissionState, now: float, *,
+                            kind: PostKind = "within") -> AdmissionState:
     """The server said "too many active jobs".
 
-    A probe (alone, so exact): the level is what we hold. A POST among others: the level
+    A probe that went alone: exact, the level is what we hold. Any other POST: the level
     can only go down, to what we hold without the POSTs still in flight (they may have
     been created before this one was refused; a refusal with POSTs racing proves no
-    more). Either way the next probe waits (see the module docstring).
+    more). Either way the run is now steady, and the next probe waits.
     """
-    released = _release(state)
+    released = _release(state, kind)
     held = released.held
-    level = held if state.probing else min(released.level, held)
+    level = held if kind == "alone" else min(released.level, held)
     wait = _probe_wait(released, level)
-    unconfirmed = (*released.unconfirmed, now) if state.probing else released.unconfirmed
+    unconfirmed = (*released.unconfirmed, now) if kind != "within" else released.unconfirmed
     return replace(released, level=level, refused=True, probe_due=now + wait,
-                   probe_wait=wait, probe_needs_look=True, unconfirmed=unconfirmed)
+                   probe_wait=wait, probe_needs_look=True, unconfirmed=unconfirmed,
+                   window=1)
 
 
-def credits_exhausted(state: AdmissionState) -> AdmissionState:
+def credits_exhausted(state: AdmissionState, *, kind: PostKind = "within") -> AdmissionState:
     """The server said "run out of algorithm credits": stop submitting and uploading."""
-    return replace(_release(state), stopped=True,
+    return replace(_release(state, kind), stopped=True,
                    stop_reason=state.stop_reason or "credits")
 
 
-def image_not_ready(state: AdmissionState) -> AdmissionState:
+def image_not_ready(state: AdmissionState, *, kind: PostKind = "within") -> AdmissionState:
     """The server said "Algorithm image is not ready to be used" (it was ready when the
     run began): no job can be made now; stop submitting and uploading."""
-    return replace(_release(state), stopped=True,
+    return replace(_release(state, kind), stopped=True,
                    stop_reason=state.stop_reason or "not_ready")
 
 
@@ -340,9 +388,11 @@ def refuse_all(state: AdmissionState, reason: str) -> AdmissionState:
     return replace(state, stopped=True, stop_reason=state.stop_reason or reason)
 
 
-def post_in_doubt(state: AdmissionState, case_id: str) -> AdmissionState:
-    """No definite answer: until reconciled, the case may hold a slot."""
-    released = _release(state)
+def post_in_doubt(state: AdmissionState, case_id: str, *,
+                  kind: PostKind = "within") -> AdmissionState:
+    """No definite answer: until reconciled, the case may hold a slot (a probe in doubt
+    taught nothing)."""
+    released = _release(state, kind)
     return replace(released, doubtful=released.doubtful | {case_id})
 
 
@@ -390,9 +440,7 @@ def jobs_ended(state: AdmissionState, job_pks: frozenset[str] | set[str],
 
 def polled(state: AdmissionState, started: float) -> AdmissionState:
     """Every active job of ours was looked at, by a poll that began at ``started`` (the
-    jobs it saw ended already given to :func:`jobs_ended`). Above the documented default,
-    a level that such a look confirms doubles: the deployment allows more, and a server
-    without a limit is found in a few looks."""
+    jobs it saw ended already given to :func:`jobs_ended`)."""
     taught = any(t < started for t in state.unconfirmed)
     after = replace(state, looked_at=max(state.looked_at, started), ended_unseen=0,
                     unconfirmed=tuple(t for t in state.unconfirmed if t >= started))
@@ -402,9 +450,6 @@ def polled(state: AdmissionState, started: float) -> AdmissionState:
         return replace(after, level=max(0, state.level - state.ended_unseen),
                        probe_due=min(state.probe_due, started), probe_needs_look=False,
                        probe_wait=0.0)
-    if taught and state.level > DEFAULT_MAX_ACTIVE:
-        # confirmed: the server admits more than the documented default; grow fast
-        return replace(after, level=min(2 * state.level, state.ceiling))
     return after
 
 

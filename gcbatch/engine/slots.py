@@ -61,6 +61,9 @@ class Slots:
         self.waiters = 0
         #: other applies against the same server on this machine (a wake-up signal)
         self._neighbours: Neighbours | None = None
+        #: what the POST each worker thread reserved is (answered on the same thread:
+        #: see :mod:`gcbatch.engine.posting`)
+        self._kinds: dict[int, adm.PostKind] = {}
 
     def join_neighbours(self, neighbours: Neighbours) -> None:
         """Tell other applies on this machine what we hold, and probe at once when they
@@ -156,6 +159,7 @@ class Slots:
                         return False
                     now = self._clock()
                     if adm.may_submit(self._state, now):
+                        self._kinds[threading.get_ident()] = adm.post_kind(self._state)
                         self._state = adm.reserve(self._state, now)
                         return True
                     if self._neighbours is not None:
@@ -235,26 +239,31 @@ class Slots:
         if self._neighbours is not None:
             self._neighbours.publish(self._state.held)
 
+    def _kind(self) -> adm.PostKind:
+        """(lock held) What this thread's reserved POST, now answered, was."""
+        return self._kinds.pop(threading.get_ident(), "within")
+
     def released(self) -> None:
         """The reserved POST was refused for a reason that is not a quota."""
-        self._apply(adm.post_rejected)
+        self._apply(lambda s: adm.post_rejected(s, kind=self._kind()))
 
     def created(self, job_pk: str) -> None:
         with self._cond:
             now = self._clock()
             self._created[job_pk] = now
-            self._state = adm.job_created(self._state, job_pk, now)
+            self._state = adm.job_created(self._state, job_pk, now, kind=self._kind())
             self._told()
             self._cond.notify_all()
 
     def refused_too_many_active(self) -> None:
-        self._apply(lambda s: adm.refused_too_many_active(s, self._clock()))
+        self._apply(lambda s: adm.refused_too_many_active(s, self._clock(),
+                                                          kind=self._kind()))
 
     def credits_exhausted(self) -> bool:
         """Stop every POST; True for the first refusal of the run (to report it once)."""
         with self._cond:
             first = not self._state.stopped
-            self._state = adm.credits_exhausted(self._state)
+            self._state = adm.credits_exhausted(self._state, kind=self._kind())
             self._cond.notify_all()
         return first
 
@@ -262,7 +271,7 @@ class Slots:
         """Stop every POST (the algorithm's image stopped being ready); True the first time."""
         with self._cond:
             first = not self._state.stopped
-            self._state = adm.image_not_ready(self._state)
+            self._state = adm.image_not_ready(self._state, kind=self._kind())
             self._cond.notify_all()
         return first
 
@@ -271,7 +280,7 @@ class Slots:
         self._apply(lambda s: adm.refuse_all(s, reason))
 
     def in_doubt(self, case_id: str) -> None:
-        self._apply(lambda s: adm.post_in_doubt(s, case_id))
+        self._apply(lambda s: adm.post_in_doubt(s, case_id, kind=self._kind()))
 
     def resolved(self, case_id: str, job_pk: str | None, *, job_active: bool = True) -> None:
         self._apply(lambda s: adm.resolve_in_doubt(s, case_id, job_pk, job_active=job_active))
