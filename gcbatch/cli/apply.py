@@ -31,7 +31,12 @@ from gcbatch.cli.common import (
     target_options,
 )
 from gcbatch.engine.executor import Executor
-from gcbatch.engine.options import DEFAULT_CONCURRENCY, ApplyOptions
+from gcbatch.engine.options import (
+    DEFAULT_ANSWER_WINDOW,
+    DEFAULT_CONCURRENCY,
+    DEFAULT_POST_TIMEOUT,
+    ApplyOptions,
+)
 from gcbatch.errors import EXIT_INTERRUPTED, ConfigError
 from gcbatch.operations.apply import apply as apply_study
 from gcbatch.operations.session import connect
@@ -104,6 +109,14 @@ class _Interrupts:
               show_default=True,
               help="Seconds to wait for a full upload quota that nothing of this run can "
                    "free before stopping (exit 4).")
+@click.option("--answer-window", type=click.FloatRange(0, 86_400),
+              default=DEFAULT_ANSWER_WINDOW, show_default=True,
+              help="Seconds after an unanswered job POST before 'no job on the server' is "
+                   "believed and the case sent again (longer than the platform's request "
+                   "time limit).")
+@click.option("--post-timeout", type=click.FloatRange(0.1, 3600),
+              default=DEFAULT_POST_TIMEOUT, show_default=True,
+              help="Seconds a job POST may wait for its answer.")
 def apply(
     manifest: Path,
     connection: ConnectionOptions,
@@ -117,6 +130,8 @@ def apply(
     resubmit_in_doubt: bool,
     reconcile_wait: float,
     upload_quota_wait: float,
+    answer_window: float,
+    post_timeout: float,
 ) -> int:
     """Upload inputs and submit one job per case, exactly once.
 
@@ -129,7 +144,8 @@ def apply(
             concurrency=concurrency, max_active=max_active, targeting=targeting,
             replace=replace, keep_going=keep_going, retry_failed=retry_failed,
             resubmit_in_doubt=resubmit_in_doubt, reconcile_wait=reconcile_wait,
-            upload_quota_wait=upload_quota_wait,
+            upload_quota_wait=upload_quota_wait, answer_window=answer_window,
+            post_timeout=post_timeout,
         )
     except ValueError as exc:
         raise ConfigError(str(exc)) from None

@@ -1,7 +1,12 @@
 """``gcbatch sandbox serve`` and ``gcbatch sandbox inspect``: the emulator for humans.
 
 ``serve`` runs the Grand Challenge emulator on a port until Ctrl-C; ``inspect`` reads
-what a running sandbox holds and what requests it saw (its ``/_sandbox/`` endpoints).
+what a running sandbox holds and what requests it saw (its ``/_sandbox/`` endpoints, which
+need the admin token ``serve`` prints, or sets from ``GCBATCH_SANDBOX_ADMIN_TOKEN``).
+
+``serve`` on an address other than loopback says loudly that the sandbox (its test
+tokens, its data) is then open to the network, and its banner shows the address it
+really listens on.
 """
 
 from __future__ import annotations
@@ -104,7 +109,8 @@ def sandbox() -> None:
     "--host",
     default="127.0.0.1",
     show_default=True,
-    help="Address to listen on. Keep it on loopback: the sandbox has test tokens.",
+    help="Address to listen on. Keep it on loopback: anyone who reaches the port can use "
+    "the sandbox's well-known test tokens (a warning is printed otherwise).",
 )
 @click.option(
     "--port",
@@ -247,9 +253,11 @@ def serve(
       gcbatch sandbox inspect --url http://127.0.0.1:8000
 
     Faults never apply to /_sandbox/ (the admin endpoints: GET stats, requests, config,
-    faults; POST config, faults), so tests can always read and reset the sandbox.
+    faults; POST config, faults), so tests can always read and reset the sandbox. They
+    need the admin token printed at start (header X-Gcbatch-Sandbox-Admin); set
+    GCBATCH_SANDBOX_ADMIN_TOKEN to choose it.
     """
-    from gcbatch.sandbox import start_sandbox
+    from gcbatch.sandbox import ADMIN_TOKEN_ENV, start_sandbox
     from gcbatch.sandbox.config import SandboxConfig
     from gcbatch.sandbox.faults import FaultPlan, FaultSpecError, parse_fault_spec
     from gcbatch.sandbox.server import CertificateError
@@ -292,6 +300,7 @@ def serve(
             faults=plan,
             access_log=sys.stderr if verbose else None,
             cert_dir=cert_dir,
+            admin_token=os.environ.get(ADMIN_TOKEN_ENV) or None,
         )
     except CertificateError as exc:
         raise ConfigError(str(exc)) from None
@@ -309,10 +318,14 @@ def serve(
             "port": sb.port,
             "users": {name: sb.token(name) for name in sb.users},
             "fault_seed": sb.faults.seed,
+            "admin_token": sb.admin_token,
+            "listening": _listening(sb.server.bound_host, sb.port),
         }
         if as_json:
             click.echo(json.dumps(info, sort_keys=True))
             sys.stdout.flush()
+        if sb.server.listens_beyond_loopback:
+            _warn_open(sb, info)
         _print_banner(banner_stream, sb, info, plan, seed)
         _wait_for_interrupt()
         click.echo("sandbox stopped", err=True)
@@ -325,6 +338,9 @@ def _print_banner(
         click.echo(line, file=stream)
 
     out(f"gcbatch sandbox serving {sb.api_url}")
+    out(f"  listening {info['listening']}"
+        + ("  (OPEN TO THE NETWORK)" if sb.server.listens_beyond_loopback else
+           "  (this machine only)"))
     out(f"  database  {info['db'] or '(temporary, removed on exit)'}")
     out(f"  seed      {seed or 'built-in default'}")
     users = ", ".join(f"{name} (token {token})" for name, token in info["users"].items())
@@ -349,12 +365,37 @@ def _print_banner(
             f"  use       GCBATCH_SERVER={sb.api_url} GRAND_CHALLENGE_AUTHORIZATION={first[1]} "
             "gcbatch apply study.yaml"
         )
+    out(f"  admin     token {info['admin_token']} (header X-Gcbatch-Sandbox-Admin; "
+        "needed by /_sandbox/ and inspect)")
     out(
-        f"  inspect   gcbatch sandbox inspect --url {sb.base_url}"
+        f"  inspect   gcbatch sandbox inspect --url {sb.base_url} "
+        f"--admin-token {info['admin_token']}"
         + (f" --cafile {sb.cafile}" if sb.cafile else "")
     )
     out("Press Ctrl-C to stop.")
     stream.flush()
+
+
+def _listening(host: str, port: int) -> str:
+    """The address the socket is really bound to, as ``host:port``."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _warn_open(sb: Any, info: Mapping[str, Any]) -> None:
+    """The loud warning for a sandbox that other machines can reach (on stderr)."""
+    everywhere = sb.server.bound_host in ("0.0.0.0", "::", "")
+    where = "every network interface" if everywhere else "a network interface"
+    lines = [
+        "!" * 78,
+        f"WARNING: the sandbox listens on {info['listening']}, {where}: it is reachable",
+        "from other machines, not only this one. Anyone who reaches it can use its",
+        "well-known test tokens (" + ", ".join(info["users"].values()) + "), read and change",
+        "its jobs and uploads. Its admin API still needs the admin token. Use --host",
+        "127.0.0.1 unless you mean to share it on a network you trust.",
+        "!" * 78,
+    ]
+    for line in lines:
+        click.echo(line, err=True)
 
 
 def _wait_for_interrupt() -> None:
@@ -386,6 +427,14 @@ def _wait_for_interrupt() -> None:
     help="CA file to verify an https sandbox (printed by serve --tls).",
 )
 @click.option(
+    "--admin-token",
+    envvar="GCBATCH_SANDBOX_ADMIN_TOKEN",
+    required=True,
+    metavar="TOKEN",
+    help="The sandbox's admin token (printed by `sandbox serve`) "
+    "[env: GCBATCH_SANDBOX_ADMIN_TOKEN].",
+)
+@click.option(
     "--since",
     type=click.IntRange(min=0),
     default=0,
@@ -405,7 +454,8 @@ def _wait_for_interrupt() -> None:
     is_flag=True,
     help='Print {"stats", "requests", "faults"} as JSON on stdout.',
 )
-def inspect(url: str, cafile: Path | None, since: int, limit: int, as_json: bool) -> None:
+def inspect(url: str, cafile: Path | None, admin_token: str, since: int, limit: int,
+            as_json: bool) -> None:
     """What a running sandbox holds (jobs, uploads per user) and the requests it saw.
 
     Tests and humans use it to prove "no duplicate jobs" and "nothing was sent".
@@ -413,7 +463,7 @@ def inspect(url: str, cafile: Path | None, since: int, limit: int, as_json: bool
     from gcbatch.sandbox import SandboxAdmin
 
     base = url.split("/api/v1", 1)[0].rstrip("/")
-    admin = SandboxAdmin(base, verify=str(cafile) if cafile else True)
+    admin = SandboxAdmin(base, admin_token=admin_token, verify=str(cafile) if cafile else True)
     try:
         stats = admin.stats()
         requests = admin.requests(since=since)

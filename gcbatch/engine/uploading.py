@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Literal
 
 from gcbatch.api.models import Upload
-from gcbatch.api.uploads import Uploader
+from gcbatch.api.uploads import SourceChangedError, Uploader
 from gcbatch.engine.admission import UploadQuota
 from gcbatch.engine.context import RunContext
 from gcbatch.engine.options import MAX_TRANSFERS
@@ -41,13 +41,35 @@ from gcbatch.errors import (
 )
 from gcbatch.events import UploadsPaused
 from gcbatch.sources import Case
+from gcbatch.sources.fingerprints import files_digest
 
-__all__ = ["Uploading", "is_upload_limit", "journal_intent", "not_sent_reason"]
+__all__ = ["Uploading", "check_fingerprinted", "is_upload_limit", "journal_intent",
+           "not_sent_reason"]
 
 #: quota refusals one upload step sits out before it gives up (each waits for the pause)
 _MAX_QUOTA_ROUNDS = 10_000
 #: the platform's 403 at generate-presigned-urls when the size quota is reached
 _UPLOAD_LIMIT = "upload limit reached"
+
+
+def check_fingerprinted(case: Case, sent: Sent) -> None:
+    """The files uploaded for each ``file``/``files`` source hash to the digest the case
+    was fingerprinted with (apply's plan), else :class:`SourceChangedError`: the job
+    would get other bytes than the lockfile records. Files whose upload an earlier run
+    completed without recording a digest are not checked."""
+    by_socket = {item.socket: item for item in sent.inputs}
+    for source in case.inputs:
+        item = by_socket.get(source.socket)
+        if source.kind not in ("file", "files") or item is None or not item.files:
+            continue
+        digests = [f.sha256 for f in item.files]
+        if not all(digests):
+            continue
+        if files_digest(digests) != source.digest:
+            names = ", ".join(str(p) for p in source.paths)
+            raise SourceChangedError(
+                f"{names}: changed since apply fingerprinted it (the bytes uploaded are not "
+                "the bytes planned); nothing was submitted for this case: run apply again")
 
 
 def journal_intent(run: RunContext, case: Case, sent: Sent) -> None:
@@ -113,9 +135,10 @@ class Uploading:
         finally:
             if created:
                 journal_intent(run, case, sent)
-        # 3. send parts (resuming what the server already holds) and complete
+        # 3. send parts (resuming what the server already holds) and complete, hashing
+        # the bytes as they are sent
         for item in sent.inputs:
-            for f in item.files:
+            for index, f in enumerate(item.files):
                 current = existing.get(f.upload_pk)
                 assert current is not None
                 if current.is_completed:
@@ -123,8 +146,10 @@ class Uploading:
                 if run.stopping:
                     raise run.stop_case(case.id, Outcome.WAITING, "stopped while uploading; "
                                         "apply resumes the upload next time")
-                self._transfer(case, current, Path(f.path), f.size,
-                               resume=f.upload_pk in resumable)
+                digest = self._transfer(case, current, Path(f.path), f.size,
+                                        resume=f.upload_pk in resumable)
+                sent = sent.with_file(item.socket, index, replace(f, sha256=digest))
+        check_fingerprinted(case, sent)
         return sent
 
     # -- quota-aware steps -----------------------------------------------------------------------
@@ -168,7 +193,9 @@ class Uploading:
         raise TooManyUploadsError(f"{filename}: the upload quota stayed full", status=400)
 
     def _transfer(self, case: Case, upload: Upload, path: Path, size: int, *,
-                  resume: bool) -> None:
+                  resume: bool) -> str:
+        """Send and complete one file, waiting out upload pauses; the ``sha256:<hex>`` of
+        the bytes sent."""
         run = self.run
         tally = run.tally
         # the upload is never aborted for a quota: it is resumed when the pause ends
@@ -181,8 +208,8 @@ class Uploading:
             with self._transfers:
                 tally.add(uploading=1)
                 try:
-                    uploader.send(upload, path, resume=resume,
-                                  progress=lambda n: tally.add(uploaded=n))
+                    result = uploader.send(upload, path, resume=resume,
+                                           progress=lambda n: tally.add(uploaded=n))
                 except (KeyboardInterrupt, SystemExit):
                     raise  # leave the upload resumable
                 except BaseException as exc:
@@ -197,7 +224,7 @@ class Uploading:
                 finally:
                     tally.add(uploading=-1)
             run.slots.uploads_accepted(asked, "send")
-            return
+            return f"sha256:{result.sha256}" if result.sha256 else ""
         raise PermissionDeniedError(f"{upload.filename}: the upload quota stayed full",
                                     status=403)
 

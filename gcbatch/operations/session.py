@@ -9,7 +9,10 @@ One call for every command that talks to a server::
 
 Real servers: the token comes from :func:`gcbatch.api.settings.resolve_token` (flag, then
 environment); everything that can be wrong with it is a
-:class:`~gcbatch.errors.ConfigError` raised *before* any request.
+:class:`~gcbatch.errors.ConfigError` raised *before* any request. So is a server that only
+the manifest names and the user has not allowed
+(:func:`gcbatch.api.settings.check_server_allowed`): the token is bound to servers the
+user chose.
 
 ``--sandbox``: the embedded emulator runs in this process, behind an httpx transport (no
 port, no thread), with its state in ``.gcbatch/sandbox.db`` beside the manifest and the
@@ -21,6 +24,7 @@ The seed user ``demo``'s token (test data, not a secret) is used.
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,9 +34,10 @@ import httpx
 
 from gcbatch.api.client import GrandChallengeClient
 from gcbatch.api.server_view import ServerView
-from gcbatch.api.settings import Token, resolve_token
+from gcbatch.api.settings import ServerChoice, Token, check_server_allowed, resolve_token
 from gcbatch.errors import ConfigError
 from gcbatch.events import Hook, ignore
+from gcbatch.files import refuse_link
 from gcbatch.operations.study import ConnectionOptions, Study
 
 __all__ = ["SANDBOX_DB", "SANDBOX_USER", "Session", "connect"]
@@ -72,11 +77,15 @@ def _open_sandbox(state_dir: Path) -> tuple[Any, httpx.BaseTransport, Token]:
         from gcbatch.sandbox.transport import SandboxTransport
     except ImportError as exc:  # a partial installation
         raise ConfigError(f"the embedded sandbox is not available: {exc}") from None
+    refuse_link(state_dir, "folder of gcbatch's local state")
     state_dir.mkdir(parents=True, exist_ok=True)
-    gitignore = state_dir / ".gitignore"
-    if not gitignore.exists():
-        # the sandbox's database is scratch state, never something to commit
-        gitignore.write_text("*\n", encoding="utf-8")
+    # the sandbox's database is scratch state, never something to commit; created only if
+    # absent, never through a link planted at its name
+    with contextlib.suppress(FileExistsError):
+        fd = os.open(state_dir / ".gitignore",
+                     os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o644)
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write("*\n")
     db = state_dir / SANDBOX_DB
     try:
         app = SandboxApp(db)
@@ -112,6 +121,8 @@ def connect(
         session = Session(client=client)
         session._closers += [app.close, client.close]
         return session
+    check_server_allowed(ServerChoice(study.server, study.server_source),
+                         manifest=study.manifest.display)
     client = client_factory(study.server,
                             resolve_token(connection.token_file, required=token_required),
                             on_event=on_event)
