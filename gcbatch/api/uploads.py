@@ -30,6 +30,7 @@ is an interruption (KeyboardInterrupt/SystemExit), which leaves it resumable.
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import hashlib
 import math
@@ -157,7 +158,8 @@ class _Source:
         self._fd: int | None = os.open(path, os.O_RDONLY | getattr(os, "O_BINARY", 0))
         self.size = os.fstat(self._fd).st_size
         self._lock = threading.Lock()
-        self._seen: dict[int, bytes] = {}  # chunk offset → blake2b of its first read
+        #: chunk offset → (length, blake2b) of its first read
+        self._seen: dict[int, tuple[int, bytes]] = {}
         self._sha = hashlib.sha256()
         self._hashed = 0  # the in-order hash covers [0, _hashed)
         self._held: dict[int, bytes] = {}
@@ -191,8 +193,10 @@ class _Source:
         data = self._pread(offset, length)
         digest = hashlib.blake2b(data, digest_size=16).digest()
         with self._lock:
-            first = self._seen.setdefault(offset, digest)
-            if first != digest:
+            # a read of another length at a chunk's offset is another chunk (parts need
+            # not be whole chunks apart): only the same chunk can be compared
+            first = self._seen.setdefault(offset, (length, digest))
+            if first[0] == length and first[1] != digest:
                 raise SourceChangedError(
                     f"{self._path} changed while it was being uploaded (bytes at offset "
                     f"{offset} differ from the first read)")
@@ -217,12 +221,24 @@ class _Source:
     def sha256(self, chunk_size: int) -> str:
         """The sha256 of the whole file as read for sending (chunks the hash did not see
         yet are read once more, and must not have changed)."""
+        with self._lock:
+            starts = sorted(self._seen)
         while True:
             with self._lock:
                 position = self._hashed
+                first = self._seen.get(position)
             if position >= self.size:
                 break
-            self.read(position, min(chunk_size, self.size - position))
+            # read the chunks as they were first read (so each is compared with itself,
+            # and held ones are taken up), and up to the next one between them
+            if first is not None:
+                end = position + first[0]
+            else:
+                end = min(position + chunk_size, self.size)
+                later = bisect.bisect_right(starts, position)
+                if later < len(starts):
+                    end = min(end, starts[later])
+            self.read(position, end - position)
         return self._sha.hexdigest()
 
     def chunks(
