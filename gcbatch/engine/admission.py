@@ -34,10 +34,14 @@ with POSTs in parallel — and sends anything beyond it as a **probe**, in three
   to a whole one), long at the default (15 s, doubling to 5 min) — and after a fresh look
   at our jobs. One request, never a burst. A probe admitted raises the level to what we
   then hold, and the next may go at once; a refusal of a POST among others can only
-  lower the level. What a probe taught counts in full only once a look confirms it: a job
-  of ours that had ended unseen made the server's count lower than ours, so the next look
-  takes one slot off the level for every job it finds ended (the next probe wins back any
-  taken off for nothing).
+  lower the level.
+
+In every phase, what a probe (or a refusal) taught counts in full only once a look begun
+after it confirms it: a job of ours that had ended unseen made the server's count lower
+than ours, so until then every job seen ended takes one slot off the level, in the same
+step that frees its slot (the next probe wins back any taken off for nothing). Slots are
+refilled only when ends are seen, so a level taught from a stale count is corrected
+before POSTs could fill it in parallel.
 
 Two studies of one user, applied at the same time, thus share the limit: each learns its
 level from clean refusals, refills its own slots as its jobs end, and probes for the
@@ -174,11 +178,9 @@ class AdmissionState:
     probe_wait: float = 0.0
     #: when our active jobs' statuses were last read (a poll that began then)
     looked_at: float = -1.0
-    #: when each probe was answered, until a look confirms what it taught (a job of ours
-    #: that had ended unseen made the server's count lower than ours)
+    #: when each probe was answered, until a look begun after it confirms what it taught
+    #: (a job of ours that had ended unseen made the server's count lower than ours)
     unconfirmed: tuple[float, ...] = ()
-    #: our jobs seen ended since the last look
-    ended_unseen: int = 0
     #: how long a job of ours takes, as seen (None: none ended yet)
     job_duration: float | None = None
     #: the server refuses every job for now: submit and upload nothing more in this run
@@ -314,9 +316,10 @@ def job_created(state: AdmissionState, job_pk: str, now: float = 0.0, *,
     released = _release(state, kind)
     grown = replace(released, active=released.active | {job_pk})
     if kind == "alone" and current == "ramp":
-        return replace(grown, level=grown.level + 1)
+        return replace(grown, level=grown.level + 1, unconfirmed=(*grown.unconfirmed, now))
     if kind == "window" and current == "growth":
-        return replace(grown, level=grown.level + 1, window=grown.window + 1)
+        return replace(grown, level=grown.level + 1, window=grown.window + 1,
+                       unconfirmed=(*grown.unconfirmed, now))
     if kind == "alone" and current == "steady":
         level = min(max(grown.level, grown.held), grown.ceiling)
         return replace(grown, level=level, probe_due=now, probe_needs_look=False,
@@ -363,10 +366,10 @@ def refused_too_many_active(state: AdmissionState, now: float, *,
     held = released.held
     level = held if kind == "alone" else min(released.level, held)
     wait = _probe_wait(released, level)
-    unconfirmed = (*released.unconfirmed, now) if kind != "within" else released.unconfirmed
+    # the level set from our count is judged by the ends seen next, as a probe's is
     return replace(released, level=level, refused=True, probe_due=now + wait,
-                   probe_wait=wait, probe_needs_look=True, unconfirmed=unconfirmed,
-                   window=1)
+                   probe_wait=wait, probe_needs_look=True,
+                   unconfirmed=(*released.unconfirmed, now), window=1)
 
 
 def credits_exhausted(state: AdmissionState, *, kind: PostKind = "within") -> AdmissionState:
@@ -421,36 +424,36 @@ def jobs_ended(state: AdmissionState, job_pks: frozenset[str] | set[str],
     ``durations``: how long those of this run took. ``looked``: every active job of ours
     was looked at, by a poll that began then.
 
-    A look confirms what the probes answered before it began taught — less every job
-    seen ended since the last look: such a job may have ended before a probe went out,
-    while we still counted it, so the server's count was lower than ours and the level
-    one too high per such job. (Conservative: a job that ended after the probe costs a
-    slot too, which the next probe wins back; the look and the ends are one step, so no
-    POST goes out in between.)"""
+    What a probe taught is judged by the ends we see after it: a job last seen active
+    before the probe was answered (at the last complete look, or since) may have ended
+    on the server before the probe's check, while we still counted it; the server's
+    count was then lower than ours and the level one too high. So each end seen while a
+    probe answered after that look is unconfirmed takes one slot off the level, in the
+    same step that frees its slot (no POST goes out in between), and a probe may win
+    back at once what was taken off for nothing. A probe is confirmed by a complete look
+    begun after its answer: a job that had ended before it is seen ended by then."""
     ended = state.active & frozenset(job_pks)
     if not ended and not durations and looked is None:
         return state
     duration = state.job_duration
     for d in durations:
         duration = d if duration is None else 0.8 * duration + 0.2 * d
-    after = replace(state, active=state.active - ended, job_duration=duration,
-                    ended_unseen=state.ended_unseen + len(ended))
+    after = replace(state, active=state.active - ended, job_duration=duration)
+    if ended and any(t > state.looked_at for t in state.unconfirmed):
+        # maybe taught from a stale count: take those slots off (one POST at a time wins
+        # them back, at once)
+        due = state.probe_due if looked is None else min(state.probe_due, looked)
+        after = replace(after, level=max(0, state.level - len(ended)), probe_due=due,
+                        probe_needs_look=False, probe_wait=0.0)
     return after if looked is None else polled(after, looked)
 
 
 def polled(state: AdmissionState, started: float) -> AdmissionState:
     """Every active job of ours was looked at, by a poll that began at ``started`` (the
-    jobs it saw ended already given to :func:`jobs_ended`)."""
-    taught = any(t < started for t in state.unconfirmed)
-    after = replace(state, looked_at=max(state.looked_at, started), ended_unseen=0,
-                    unconfirmed=tuple(t for t in state.unconfirmed if t >= started))
-    if taught and state.ended_unseen:
-        # maybe taught from a stale count: take those slots off, and let a probe win
-        # back at once what was taken off for nothing (one POST at a time)
-        return replace(after, level=max(0, state.level - state.ended_unseen),
-                       probe_due=min(state.probe_due, started), probe_needs_look=False,
-                       probe_wait=0.0)
-    return after
+    jobs it saw ended already given to :func:`jobs_ended`): the probes answered before
+    it began are confirmed."""
+    return replace(state, looked_at=max(state.looked_at, started),
+                   unconfirmed=tuple(t for t in state.unconfirmed if t >= started))
 
 
 # -- uploads -------------------------------------------------------------------------------

@@ -351,7 +351,9 @@ def test_an_over_admitting_server_is_never_overrun_after_the_first_refusal(
         make_sandbox: Callable[..., RunningSandbox], tmp_path: Path, limit: int) -> None:
     # a job POST takes 30 ms from its count to its commit: POSTs sent together all pass
     # the check, as on the platform
-    over = config(max_active_jobs=limit, unlocked_checks=True, commit_seconds=0.03)
+    # (jobs of 0.3 s: ten waves at the limit)
+    over = config(max_active_jobs=limit, unlocked_checks=True, commit_seconds=0.03,
+                  validating_seconds=0.05, queued_seconds=0.05, executing_seconds=0.2)
     sb = make_sandbox(config=over, latency_ms=5)
     summary = run_apply(sb, value_study(tmp_path, 20))
     assert summary.counts()["submitted"] == 20 and summary.exit_code == 0
@@ -360,8 +362,8 @@ def test_an_over_admitting_server_is_never_overrun_after_the_first_refusal(
     assert most_active(job_spans(sb), min(refusals)) <= limit
     # and the server really over-admits a burst (the test would prove nothing otherwise)
     burst = make_sandbox(config=over, latency_ms=5)
-    blind = run_apply(burst, value_study(tmp_path, 20, "burst"), max_active=16)
-    assert blind.counts()["submitted"] == 20
+    blind = run_apply(burst, value_study(tmp_path, 6, "burst"), max_active=16)
+    assert blind.counts()["submitted"] == 6
     assert most_active(job_spans(burst), 0.0) > limit
 
 
