@@ -100,8 +100,6 @@ class SlotMonitor:
                 updates.append((case_id, pk, status))
             if status in TERMINAL_STATUSES:
                 ended.add(pk)
-        if updates:
-            run.store.statuses(updates)
         if ended:
             now = run.clock()
             for pk in ended:
@@ -114,8 +112,12 @@ class SlotMonitor:
                     with self._lock:
                         self._durations.append(end - started)
         self._looked = began
-        # with every job looked at, admission may trust its count (see slots.ended)
+        # with every job looked at, admission may trust its count (see slots.ended);
+        # the slots first, the statuses' journal write (an fsync) after: a waiting
+        # worker's POST need not wait for it
         run.slots.ended(ended, looked=began if len(statuses) == len(pks) else None)
+        if updates:
+            run.store.statuses(updates)
         return len(ended)
 
     # -- pace ---------------------------------------------------------------------------------
@@ -151,9 +153,12 @@ class SlotMonitor:
 
     def _bounds(self, median: float) -> tuple[float, float]:
         """(interval while jobs are due, the most it backs off to while they are overdue):
-        a 40th and a 20th of the jobs' duration, within [_POLL_FLOOR, poll_max]."""
+        a 100th and a 20th of the jobs' duration, within [_POLL_FLOOR, poll_max]. (Every
+        moment between a job's end and the look that sees it is a slot left idle, once
+        per wave: with a 40th, 250 jobs of 2 s at a limit of 16 were seen ended 38 ms
+        after their end (median), with a 100th 26 ms; long jobs poll at ``poll_min``.)"""
         options = self.run.options
-        low = max(_POLL_FLOOR, min(options.poll_min, median / 40))
+        low = max(_POLL_FLOOR, min(options.poll_min, median / 100))
         return low, max(low, min(options.poll_max, median / 20))
 
     # -- reading statuses -----------------------------------------------------------------------
