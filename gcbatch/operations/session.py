@@ -40,7 +40,7 @@ from gcbatch.events import Hook, ignore
 from gcbatch.files import refuse_link
 from gcbatch.operations.study import ConnectionOptions, Study
 
-__all__ = ["SANDBOX_DB", "SANDBOX_USER", "Session", "connect"]
+__all__ = ["SANDBOX_DB", "SANDBOX_USER", "Session", "connect", "open_session"]
 
 SANDBOX_DB = "sandbox.db"
 SANDBOX_USER = "demo"
@@ -77,15 +77,19 @@ def _open_sandbox(state_dir: Path) -> tuple[Any, httpx.BaseTransport, Token]:
         from gcbatch.sandbox.transport import SandboxTransport
     except ImportError as exc:  # a partial installation
         raise ConfigError(f"the embedded sandbox is not available: {exc}") from None
-    refuse_link(state_dir, "folder of gcbatch's local state")
-    state_dir.mkdir(parents=True, exist_ok=True)
-    # the sandbox's database is scratch state, never something to commit; created only if
-    # absent, never through a link planted at its name
-    with contextlib.suppress(FileExistsError):
-        fd = os.open(state_dir / ".gitignore",
-                     os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o644)
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write("*\n")
+    try:
+        refuse_link(state_dir, "folder of gcbatch's local state")
+        state_dir.mkdir(parents=True, exist_ok=True)
+        # the sandbox's database is scratch state, never something to commit; created only if
+        # absent, never through a link planted at its name
+        with contextlib.suppress(FileExistsError):
+            fd = os.open(state_dir / ".gitignore",
+                         os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o644)
+            with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                fh.write("*\n")
+    except OSError as exc:
+        raise ConfigError(f"the sandbox's state folder {state_dir} cannot be made: "
+                          f"{exc.strerror or exc}") from None
     db = state_dir / SANDBOX_DB
     try:
         app = SandboxApp(db)
@@ -110,20 +114,37 @@ def connect(
     ``token_required=False`` lets read-only commands run anonymously (the API answers
     lists with what an anonymous user may see).
     """
-    if study.sandbox:
-        app, transport, token = _open_sandbox(study.state_dir)
+    if not study.sandbox:
+        check_server_allowed(ServerChoice(study.server, study.server_source),
+                             manifest=study.manifest.display)
+    return open_session(study.server, connection,
+                        sandbox_dir=study.state_dir if study.sandbox else None,
+                        token_required=token_required, client_factory=client_factory,
+                        on_event=on_event)
+
+
+def open_session(
+    server: str,
+    connection: ConnectionOptions,
+    *,
+    sandbox_dir: Path | None = None,
+    token_required: bool = True,
+    client_factory: Callable[..., GrandChallengeClient] = GrandChallengeClient,
+    on_event: Hook = ignore,
+) -> Session:
+    """:func:`connect` without a study (``init``, ``schema``): ``server`` already resolved;
+    ``sandbox_dir`` set → the embedded sandbox with its state there."""
+    if sandbox_dir is not None:
+        app, transport, token = _open_sandbox(sandbox_dir)
         try:
-            client = client_factory(study.server, token, transport=transport,
-                                    on_event=on_event)
+            client = client_factory(server, token, transport=transport, on_event=on_event)
         except BaseException:
             app.close()
             raise
         session = Session(client=client)
         session._closers += [app.close, client.close]
         return session
-    check_server_allowed(ServerChoice(study.server, study.server_source),
-                         manifest=study.manifest.display)
-    client = client_factory(study.server,
+    client = client_factory(server,
                             resolve_token(connection.token_file, required=token_required),
                             on_event=on_event)
     session = Session(client=client)
