@@ -5,7 +5,7 @@ cache) and the lockfile: archive generators show as "needs server" and job statu
 the lockfile's last seen ones. Online (a session) it also asks the server: the algorithm,
 the archives' items, the current status of the locked jobs, every case checked against
 the algorithm's interfaces and socket kinds and its ``image:`` URLs (failures show as
-``! blocked``), and a quota forecast — with GETs, and, when something would be sent, one
+``! blocked``), and a quota forecast — with GETs, and, when a case would be sent afresh, one
 job POST with no inputs that can make no job (:func:`~gcbatch.preflight.probe_readiness`:
 an algorithm image that is not ready, or no credits left, block every case to send).
 Both go through the same pure :func:`~gcbatch.plan.make_plan`.
@@ -27,7 +27,6 @@ from gcbatch.operations.apply import explicit_item_pks
 from gcbatch.operations.session import Session
 from gcbatch.operations.study import Study
 from gcbatch.plan import (
-    SENDING_KINDS,
     ActionKind,
     Plan,
     ServerFacts,
@@ -46,6 +45,9 @@ from gcbatch.statuses import TERMINAL_STATUSES
 from gcbatch.targeting import Targeting
 
 __all__ = ["PlanResult", "plan"]
+
+#: the actions that send a case afresh: pre-flight's readiness probe is asked for them
+_FRESH_KINDS = frozenset({ActionKind.SUBMIT, ActionKind.RETRY_FAILED, ActionKind.RESUBMIT})
 
 
 @dataclass(frozen=True)
@@ -115,8 +117,10 @@ def plan(
                        needs_server=expansion.needs_server, retry_failed=retry_failed,
                        settled=settled_ids)
     if facts is not None and algorithm is not None and session is not None and any(
-            a.kind in SENDING_KINDS or a.kind == ActionKind.RESUBMIT for a in result.actions):
+            a.kind in _FRESH_KINDS for a in result.actions):
         # what the platform would refuse every job for now: one job POST that makes none
+        # (only when a case would be sent afresh, as apply asks: a plan of cases in doubt
+        # or unchanged sends GETs only)
         readiness = probe_readiness(session.client, algorithm)
         if readiness.blocks:
             why = readiness.explain(manifest.algorithm).replace("; nothing was uploaded", "")
