@@ -141,6 +141,15 @@ class SlotMonitor:
         if median is None:
             if ended:
                 return options.poll_min
+            starts = self.run.start_times(self.run.slots.active())
+            if starts:
+                # nothing of ours has ended yet: look every 40th of the time the oldest
+                # job has run, so the first wave's ends are seen within a 40th of its
+                # duration (backing off by a quarter per poll left the 4 s jobs of the
+                # first wave of 250 unseen for a whole second)
+                elapsed = self.run.clock() - min(starts)
+                return min(_POLL_UNKNOWN_MAX, options.poll_max,
+                           max(options.poll_min, elapsed / 40))
             return min(_POLL_UNKNOWN_MAX, options.poll_max, interval * 1.25)
         low, high = self._bounds(median)
         starts = self.run.start_times(self.run.slots.active())

@@ -38,3 +38,31 @@ def test_a_job_ends_between_two_looks_and_counts_to_their_midpoint(
     finally:
         store.close()
         client.close()
+
+
+def test_before_any_job_ended_looks_keep_pace_with_the_oldest_job(
+        make_sandbox: Any, tmp_path: Path) -> None:
+    sb: RunningSandbox = make_sandbox()
+    client = GrandChallengeClient(sb.api_url, sb.token("demo"))
+    store = LockfileStore.open(tmp_path / "study.lock", server=sb.api_url,
+                               algorithm=AlgorithmRef("risk-calculator"))
+    try:
+        algorithm = client.get_algorithm("risk-calculator")
+        now = [100.0]
+        options = ApplyOptions(poll_min=0.2)
+        executor = Executor(client, store, algorithm, options, clock=lambda: now[0])
+        run = executor.run_context
+        run.job_created("job-1")  # made at t=100
+        run.slots.track_active(["job-1"])
+        monitor = SlotMonitor(run, threading.Event())
+        assert monitor.median_duration() is None  # nothing ended, no server average
+        now[0] = 104.0
+        # however long the polls had backed off, the next look comes within poll_min
+        assert monitor._next_interval(0, 1.6) == 0.2
+        now[0] = 116.0
+        assert monitor._next_interval(0, 1.6) == 0.4  # a 40th of the 16 s it has run
+        now[0] = 1000.0
+        assert monitor._next_interval(0, 1.6) == 2.0  # never more than 2 s apart
+    finally:
+        store.close()
+        client.close()
