@@ -18,6 +18,7 @@ and is reported as such (exit 1, with a short message, never the token).
     │   ├── AuthenticationError         401
     │   ├── PermissionDeniedError       403
     │   ├── NotFoundError               404
+    │   │   └── UnknownSlugError (2)    no algorithm/archive/socket of that slug visible to you
     │   ├── RequestRejectedError        400 (the body's messages are kept)
     │   │   ├── TooManyActiveJobsError  "You have too many active jobs, ..."
     │   │   ├── OutOfCreditsError       "You have run out of algorithm credits"
@@ -26,6 +27,7 @@ and is reported as such (exit 1, with a short message, never the token).
     │   ├── RateLimitedError            429 (after retries; a job POST is never retried)
     │   └── ServerError                 5xx (after retries, where retrying is allowed)
     ├── TransportError (1)              no answer: connection refused/reset, timeout
+    │   └── CertificateError (2)        the server's TLS certificate is not trusted (not retried)
     ├── InDoubtError (1)                a job POST got no definite answer
     ├── QuotaStopError (4)              stopped cleanly on a quota (credits)
     ├── WaitTimeoutError (5)            `wait --timeout` passed before every job ended
@@ -154,6 +156,13 @@ class NotFoundError(ApiError):
     """404."""
 
 
+class UnknownSlugError(NotFoundError):
+    """No algorithm, archive or socket of the slug a manifest names is visible to the
+    user: bad input (exit 2, like an algorithm the user may not run), nothing was sent."""
+
+    exit_code = EXIT_INVALID
+
+
 class RequestRejectedError(ApiError):
     """400: the server refused the request and created nothing."""
 
@@ -189,6 +198,14 @@ class ServerError(ApiError):
 
 class TransportError(GcbatchError):
     """No answer from the server at all."""
+
+
+class CertificateError(TransportError):
+    """The server's TLS certificate could not be verified, or the TLS handshake failed:
+    no request was sent, and trying again cannot help; the trust settings must change
+    (``--ca-bundle``, the CA variables, ``--truststore``)."""
+
+    exit_code = EXIT_INVALID
 
 
 class InDoubtError(GcbatchError):

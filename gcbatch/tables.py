@@ -16,11 +16,16 @@ Columns (CSV):
     each *Value* output of a Succeeded job. Scalars are written as JSON scalars
     (``3``, ``0.25``, ``true``) except strings, which are written as themselves; objects
     and lists are written as compact JSON text with sorted keys. Empty when the job has no
-    such output (or has not succeeded). File and Image outputs are not in the table; they
-    are files under ``DIR/<case id>/``.
+    such output (or has not succeeded).
+``file:<socket>``
+    each *File* or *Image* output: the path of its downloaded file, relative to ``DIR``
+    and with ``/`` (``p001/images/heatmap/out.mha``); an image of several files (``.mhd``
+    and ``.zraw``) lists them all, separated by ``;``. Empty until the file is complete
+    on disk, so the table is the index of the results folder.
 
 The prefixes keep every name unambiguous: a socket may well be called ``status``.
-``results.json`` holds the same rows with the values as real JSON (nothing stringified).
+``results.json`` holds the same rows with the values as real JSON (nothing stringified)
+and each row's ``files`` as lists of paths.
 """
 
 from __future__ import annotations
@@ -51,6 +56,8 @@ class ResultRow:
     status: str
     inputs: Mapping[str, str] = field(default_factory=dict, hash=False)
     values: Mapping[str, Any] = field(default_factory=dict, hash=False)
+    #: File/Image output socket slug → its downloaded files (paths relative to DIR)
+    files: Mapping[str, tuple[str, ...]] = field(default_factory=dict, hash=False)
 
 
 @dataclass(frozen=True)
@@ -58,6 +65,7 @@ class ResultTable:
     rows: tuple[ResultRow, ...]
     input_sockets: tuple[str, ...]
     output_sockets: tuple[str, ...]
+    file_sockets: tuple[str, ...] = ()
 
     @property
     def columns(self) -> tuple[str, ...]:
@@ -67,6 +75,7 @@ class ResultTable:
             "status",
             *(f"input:{slug}" for slug in self.input_sockets),
             *(f"output:{slug}" for slug in self.output_sockets),
+            *(f"file:{slug}" for slug in self.file_sockets),
         )
 
 
@@ -88,16 +97,19 @@ def value_outputs(job: Job | None) -> dict[str, Any]:
     return {out.socket_slug: out.value for out in job.outputs if is_value_output(out)}
 
 
-def build_table(rows: Iterable[ResultRow], *, output_sockets: Iterable[str] = ()) -> ResultTable:
+def build_table(rows: Iterable[ResultRow], *, output_sockets: Iterable[str] = (),
+                file_sockets: Iterable[str] = ()) -> ResultTable:
     """Sort rows by case id and gather the columns.
 
-    ``output_sockets`` adds columns even when no row has a value for them yet (e.g. the
-    algorithm's declared Value outputs), so the header does not change as jobs finish.
+    ``output_sockets`` (``file_sockets``) add columns even when no row has a value (a
+    file) for them yet (e.g. the algorithm's declared outputs), so the header does not
+    change as jobs finish.
     """
     ordered = tuple(sorted(rows, key=lambda r: r.case_id))
     inputs = sorted({slug for row in ordered for slug in row.inputs})
     outputs = sorted({slug for row in ordered for slug in row.values} | set(output_sockets))
-    return ResultTable(ordered, tuple(inputs), tuple(outputs))
+    files = sorted({slug for row in ordered for slug in row.files} | set(file_sockets))
+    return ResultTable(ordered, tuple(inputs), tuple(outputs), tuple(files))
 
 
 def csv_cell(value: Any) -> str:
@@ -124,6 +136,7 @@ def to_csv(table: ResultTable) -> bytes:
                 row.status,
                 *(row.inputs.get(slug, "") for slug in table.input_sockets),
                 *(csv_cell(row.values.get(slug)) for slug in table.output_sockets),
+                *(";".join(row.files.get(slug, ())) for slug in table.file_sockets),
             ]
         )
     return buffer.getvalue().encode("utf-8")
@@ -135,6 +148,7 @@ def to_json(table: ResultTable) -> bytes:
         "format_version": TABLE_FORMAT_VERSION,
         "input_sockets": list(table.input_sockets),
         "output_sockets": list(table.output_sockets),
+        "file_sockets": list(table.file_sockets),
         "cases": [
             {
                 "case_id": row.case_id,
@@ -142,6 +156,7 @@ def to_json(table: ResultTable) -> bytes:
                 "status": row.status,
                 "inputs": {slug: row.inputs[slug] for slug in sorted(row.inputs)},
                 "outputs": {slug: row.values[slug] for slug in sorted(row.values)},
+                "files": {slug: list(row.files[slug]) for slug in sorted(row.files)},
             }
             for row in table.rows
         ],
@@ -156,8 +171,14 @@ def result_table(
     input_summaries: Mapping[str, Mapping[str, str]],
     *,
     output_sockets: Iterable[str] = (),
+    file_sockets: Iterable[str] = (),
+    paths: Mapping[tuple[str, str], tuple[str, ...]] | None = None,
 ) -> ResultTable:
-    """One row per case in ``report``: its inputs' summaries and its Value outputs."""
+    """One row per case in ``report``: its inputs' summaries, its Value outputs and
+    (``paths``: (case, socket) → files on disk) the files of its File/Image outputs."""
+    by_case: dict[str, dict[str, tuple[str, ...]]] = {}
+    for (case_id, slug), files in (paths or {}).items():
+        by_case.setdefault(case_id, {})[slug] = tuple(files)
     rows = [
         ResultRow(
             case_id=row.case_id,
@@ -165,7 +186,8 @@ def result_table(
             status=row.status,
             inputs=dict(input_summaries.get(row.case_id, {})),
             values=value_outputs(jobs.get(row.case_id)),
+            files=by_case.get(row.case_id, {}),
         )
         for row in report.rows
     ]
-    return build_table(rows, output_sockets=output_sockets)
+    return build_table(rows, output_sockets=output_sockets, file_sockets=file_sockets)

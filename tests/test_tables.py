@@ -104,9 +104,26 @@ def test_json_keeps_real_values() -> None:
         "inputs": {"ct-image": "file scans/p1.mha", "lung-volume": "value 42"},
         "outputs": {"findings": {"nodules": [{"x": 1}]}, "malignancy-risk": 0.5,
                     "nodule-count": 3},
+        "files": {},
     }
     assert document["cases"][2]["job_pk"] is None
     assert to_json(build_table(_rows())).endswith(b"}\n")
+
+
+def test_file_outputs_are_path_columns() -> None:
+    rows = [ResultRow("p1", "j1", "Succeeded",
+                      files={"heatmap": ("p1/images/heatmap/a.mhd", "p1/images/heatmap/a.zraw"),
+                             "report": ("p1/report.json",)}),
+            ResultRow("p2", None, "Not submitted")]
+    table = build_table(rows, file_sockets=["heatmap", "report", "mask"])
+    assert table.columns[-3:] == ("file:heatmap", "file:mask", "file:report")
+    lines = to_csv(table).decode().splitlines()
+    assert lines[1].endswith(",p1/images/heatmap/a.mhd;p1/images/heatmap/a.zraw,,p1/report.json")
+    assert lines[2].endswith(",,,")
+    document = json.loads(to_json(table))
+    assert document["file_sockets"] == ["heatmap", "mask", "report"]
+    assert document["cases"][0]["files"]["report"] == ["p1/report.json"]
+    assert document["cases"][1]["files"] == {}
 
 
 def test_empty_table() -> None:

@@ -76,13 +76,15 @@ from gcbatch.api.models import (
     Upload,
     UploadPart,
 )
+from gcbatch.api.proxies import ProxyRules
 from gcbatch.api.retry import UNSENT_EXCEPTIONS, GiveUp, RetryPolicy
 from gcbatch.api.settings import Token
+from gcbatch.api.trust import Trust
 from gcbatch.errors import (
     ApiError,
     InDoubtError,
-    NotFoundError,
     TransportError,
+    UnknownSlugError,
 )
 from gcbatch.events import Hook, ignore
 
@@ -96,7 +98,9 @@ class GrandChallengeClient:
     """A thread-safe client for one Grand Challenge API base URL and token.
 
     ``transport`` replaces the network (``httpx.MockTransport``, the sandbox's in-process
-    transport). ``verify`` is True, False (never for real use) or a CA bundle path.
+    transport). ``verify`` is True (the environment's trust), False (never for real use),
+    a CA bundle path or a :class:`~gcbatch.api.trust.Trust`; ``proxies``: None, the
+    environment's (:mod:`gcbatch.api.proxies`).
     ``sleep`` and ``clock`` are injectable so tests of the retry loop do not wait.
     ``on_event`` receives a :class:`~gcbatch.events.RequestRetried` before each retry's wait.
     ``limits``: how large answers may be and how long a request may take
@@ -112,7 +116,8 @@ class GrandChallengeClient:
         retry: RetryPolicy | None = None,
         max_connections: int = 32,
         timeout: float = 60.0,
-        verify: bool | str | ssl.SSLContext = True,
+        verify: bool | str | ssl.SSLContext | Trust = True,
+        proxies: ProxyRules | None = None,
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.monotonic,
         on_event: Hook = ignore,
@@ -120,8 +125,8 @@ class GrandChallengeClient:
     ) -> None:
         self._http = ApiHttp(
             base_url, token, transport=transport, retry=retry,
-            max_connections=max_connections, timeout=timeout, verify=verify, sleep=sleep,
-            clock=clock, on_event=on_event, limits=limits)
+            max_connections=max_connections, timeout=timeout, verify=verify, proxies=proxies,
+            sleep=sleep, clock=clock, on_event=on_event, limits=limits)
         self.base_url = self._http.base_url
         self._retry = self._http.retry
         self._clock = clock
@@ -176,8 +181,9 @@ class GrandChallengeClient:
         ]
         exact = [r for r in results if r.get("slug") in (None, slug)]
         if not exact:
-            raise NotFoundError(
-                f"{what} {slug!r} not found on {self.base_url} (or your account may not see it)",
+            raise UnknownSlugError(
+                f"{what} {slug!r} not found on {self.base_url} (or your account may not see "
+                "it: check the slug, and that the token is of an account with access)",
                 status=404,
                 url=self.url(path),
             )

@@ -50,11 +50,14 @@ from gcbatch.api.limits import (
     within,
 )
 from gcbatch.api.models import MalformedResponse
+from gcbatch.api.proxies import ProxyRules, RoutingTransport, display_proxy, resolve_proxies
 from gcbatch.api.retry import GiveUp, RetryPolicy, parse_retry_after
-from gcbatch.api.settings import Token, normalise_server_url, ssl_context
+from gcbatch.api.settings import Token, normalise_server_url
+from gcbatch.api.trust import Trust, as_trust, certificate_advice, ssl_context, tls_failure
 from gcbatch.errors import (
     ApiError,
     AuthenticationError,
+    CertificateError,
     ConfigError,
     DuplicateJobError,
     NotFoundError,
@@ -203,7 +206,8 @@ class ApiHttp:
         retry: RetryPolicy | None = None,
         max_connections: int = 32,
         timeout: float = 60.0,
-        verify: bool | str | ssl.SSLContext = True,
+        verify: bool | str | ssl.SSLContext | Trust = True,
+        proxies: ProxyRules | None = None,
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.monotonic,
         on_event: Hook = ignore,
@@ -219,6 +223,10 @@ class ApiHttp:
         self._clock = clock
         self._on_event = on_event
         self._lock = threading.Lock()
+        #: what certificates are trusted, and the proxy (gcbatch.api.trust, .proxies)
+        self._trust = as_trust(verify)
+        self._proxies = proxies if proxies is not None else (
+            resolve_proxies() if transport is None else ProxyRules())
         self.requests_sent = 0
         self.retries = 0
 
@@ -233,11 +241,13 @@ class ApiHttp:
             # separate send() calls; without NODELAY the body waits for the server's
             # delayed ACK (~40 ms per POST/PUT; docs/architecture.md, "Performance notes"). httpcore
             # 1.x sets it itself, older ones do not, so we never depend on that.
-            transport = DeadlineTransport(
-                ssl_context=ssl_context(verify),
+            context = ssl_context(verify)
+            transport = RoutingTransport(self._proxies, lambda proxy: DeadlineTransport(
+                ssl_context=context,
                 limits=pool_limits,
                 socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)],
-            )
+                proxy=proxy,
+            ))
         self._transport = transport
         self.client = httpx.Client(
             auth=_ScopedBearerAuth(self._token, self._origin),
@@ -344,6 +354,7 @@ class ApiHttp:
                 if not stream:
                     response = self._load(response, method, url)
             except httpx.TransportError as exc:
+                self._refuse_tls_failure(exc, method, request.url)
                 decision = self._retry.decide(
                     attempt, method, exc, elapsed=self._clock() - start, idempotent=idempotent
                 )
@@ -352,7 +363,7 @@ class ApiHttp:
                         self.scrub(
                             f"{method} {self.display(url)}: no answer from the server "
                             f"({type(exc).__name__}: {exc or 'no details'}); {decision.reason}"
-                        )
+                            + self._via(request.url))
                     ) from None
                 self.wait(decision.delay, method, url, decision.reason)
                 continue
@@ -370,6 +381,21 @@ class ApiHttp:
                 return response
             response.close()
             self.wait(decision.delay, method, url, decision.reason)
+
+    def _refuse_tls_failure(self, exc: Exception, method: str, url: httpx.URL) -> None:
+        """A certificate the trust settings do not accept (or a failed TLS handshake) is
+        raised at once as a CertificateError: no retry can change it."""
+        failure = tls_failure(exc)
+        if failure is not None:
+            raise CertificateError(self.scrub(
+                f"{method} {self.display(url)}: "
+                + certificate_advice(failure, url.host, self._trust) + self._via(url)
+            )) from None
+
+    def _via(self, url: httpx.URL) -> str:
+        proxy = self._proxies.proxy_for(url.scheme, url.host, url.port)
+        return (f" (through the proxy {display_proxy(proxy)} of {self._proxies.source})"
+                if proxy else "")
 
     def _load(self, response: httpx.Response, method: str, url: str) -> httpx.Response:
         """The response with its body read, within the size bound of its kind: an error's

@@ -222,18 +222,39 @@ class DeadlineTransport(httpx.HTTPTransport):
     """
 
     def __init__(self, *, ssl_context: ssl.SSLContext, limits: httpx.Limits,
-                 socket_options: Iterable[Any]) -> None:
+                 socket_options: Iterable[Any], proxy: str | None = None) -> None:
         options = list(socket_options)
         super().__init__(verify=ssl_context, limits=limits, socket_options=options,
                          trust_env=False)
-        self._pool = httpcore.ConnectionPool(
-            ssl_context=ssl_context,
-            max_connections=limits.max_connections,
-            max_keepalive_connections=limits.max_keepalive_connections,
-            keepalive_expiry=limits.keepalive_expiry,
-            socket_options=options,
-            network_backend=_DeadlineBackend(),
-        )
+        pool: httpcore.ConnectionPool
+        if proxy is None:
+            pool = httpcore.ConnectionPool(
+                ssl_context=ssl_context,
+                max_connections=limits.max_connections,
+                max_keepalive_connections=limits.max_keepalive_connections,
+                keepalive_expiry=limits.keepalive_expiry,
+                socket_options=options,
+                network_backend=_DeadlineBackend(),
+            )
+        else:
+            # an https request through an HTTP proxy: CONNECT, then TLS end to end with
+            # the server inside the tunnel (gcbatch.api.proxies); as httpx builds it
+            url = httpx.URL(proxy)
+            auth = ((url.username.encode(), url.password.encode())
+                    if url.username or url.password else None)
+            pool = httpcore.HTTPProxy(
+                proxy_url=httpcore.URL(scheme=url.raw_scheme, host=url.raw_host,
+                                       port=url.port, target=b"/"),
+                proxy_auth=auth,
+                ssl_context=ssl_context,
+                proxy_ssl_context=ssl_context if url.scheme == "https" else None,
+                max_connections=limits.max_connections,
+                max_keepalive_connections=limits.max_keepalive_connections,
+                keepalive_expiry=limits.keepalive_expiry,
+                socket_options=options,
+                network_backend=_DeadlineBackend(),
+            )
+        self._pool = pool
 
 
 class _BoundedStream(httpx.SyncByteStream):

@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import ipaddress
 import os
-import ssl
 import stat
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -40,6 +39,7 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit, urlunsplit
 
+from gcbatch.api.trust import ssl_context
 from gcbatch.errors import ConfigError
 
 __all__ = [
@@ -356,35 +356,3 @@ def resolve_settings(
     server = resolve_server(server_flag, env=env, manifest_server=manifest_server)
     token = resolve_token(token_file, env=env, required=token_required)
     return Settings(server=server, token=token)
-
-
-def ssl_context(verify: bool | str | ssl.SSLContext = True) -> ssl.SSLContext:
-    """The TLS context to verify servers with: ``verify`` as given (a context, a CA file,
-    False for none), else ``SSL_CERT_FILE``/``SSL_CERT_DIR`` when set (as httpx honours
-    them), else certifi's bundle. A CA file that cannot be loaded is a ConfigError
-    naming where it came from, before any request."""
-    if isinstance(verify, ssl.SSLContext):
-        return verify
-    if verify is False:
-        import httpx  # (lazily: resolving settings must not cost the import of httpx)
-
-        return httpx.create_ssl_context(verify=False, trust_env=False)
-    cafile: str | None
-    if isinstance(verify, str):
-        cafile, capath, source = verify, None, f"the CA file {verify}"
-    else:
-        cafile = os.environ.get("SSL_CERT_FILE") or None
-        capath = None if cafile else os.environ.get("SSL_CERT_DIR") or None
-        source = f"SSL_CERT_FILE={cafile}" if cafile else f"SSL_CERT_DIR={capath}"
-    try:
-        if cafile is None and capath is None:
-            import httpx
-
-            return httpx.create_ssl_context(verify=True, trust_env=False)
-        return ssl.create_default_context(cafile=cafile, capath=capath)
-    except (OSError, ssl.SSLError) as exc:
-        reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
-        raise ConfigError(
-            f"{source}: cannot load CA certificates from it ({reason}); point it at a "
-            "PEM file of trusted certificates, or unset it"
-        ) from None

@@ -102,7 +102,9 @@ class _Interrupts:
 @click.option("--retry-failed", is_flag=True,
               help="Resubmit cases whose job ended Failed or Cancelled (kept in the history).")
 @click.option("--keep-going", is_flag=True,
-              help="Go on with the other cases when one is refused by the server.")
+              help="Go on with the other cases when one is refused by the server, and "
+              "leave out (and list) the cases that do not fit the algorithm (`plan` shows "
+              "them as ! blocked) instead of sending nothing. Exit 1 if any was.")
 @click.option("--resubmit-in-doubt", is_flag=True,
               help="Send in-doubt cases again even when the server shows ambiguous matches.")
 @click.option("--reconcile-wait", type=click.FloatRange(0, 3600), default=60.0, hidden=True,

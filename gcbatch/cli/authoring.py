@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 
 import click
 
-from gcbatch.cli.common import ConnectionOptions, json_option
+from gcbatch.cli.common import ConnectionOptions, json_option, tls_options
 from gcbatch.errors import EXIT_OK
 from gcbatch.operations.init import init as init_study
 from gcbatch.operations.schema import schema as write_algorithm_schema
@@ -25,7 +25,8 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 def _server_options(func: F) -> F:
-    """``--algorithm``, ``--server``, ``--token-file``, ``--sandbox``."""
+    """``--algorithm``, ``--server``, ``--token-file``, ``--sandbox``, ``--ca-bundle``,
+    ``--truststore``."""
     for option in reversed([
         click.option("--algorithm", "slug", metavar="SLUG", required=True,
                      help="The algorithm's slug (the last part of its page URL)."),
@@ -38,6 +39,7 @@ def _server_options(func: F) -> F:
         click.option("--sandbox", is_flag=True, default=False,
                      help="Ask the built-in emulator instead (offline; its state goes to "
                      ".gcbatch/ beside the file written)."),
+        *tls_options,
     ]):
         func = option(func)
     return func
@@ -48,7 +50,7 @@ def _server_options(func: F) -> F:
 @_server_options
 @json_option
 def init(path: Path | None, slug: str, server: str | None, token_file: Path | None,
-         sandbox: bool, as_json: bool) -> int:
+         sandbox: bool, ca_bundle: Path | None, truststore: bool, as_json: bool) -> int:
     """Write a starting manifest for an algorithm (PATH, default study.yaml).
 
     \b
@@ -60,7 +62,8 @@ def init(path: Path | None, slug: str, server: str | None, token_file: Path | No
                                             which PATH's first line names for editors
     Then fill in what is marked FILL-IN and run `gcbatch validate PATH`.
     """
-    connection = ConnectionOptions(server=server, token_file=token_file, sandbox=sandbox)
+    connection = ConnectionOptions(server=server, token_file=token_file, sandbox=sandbox,
+                                   ca_bundle=ca_bundle, truststore=truststore)
     view = make_view(as_json)
     try:
         result = init_study(path, slug, connection, on_event=view.event)
@@ -77,7 +80,7 @@ def init(path: Path | None, slug: str, server: str | None, token_file: Path | No
               "current folder; '-': stdout). Only a schema gcbatch made is replaced.")
 @json_option
 def schema(slug: str, server: str | None, token_file: Path | None, sandbox: bool,
-           out: Path | None, as_json: bool) -> int:
+           ca_bundle: Path | None, truststore: bool, out: Path | None, as_json: bool) -> int:
     """Write the JSON Schema of one algorithm's manifests.
 
     It is gcbatch's manifest schema narrowed to the algorithm: its socket slugs (a
@@ -87,7 +90,8 @@ def schema(slug: str, server: str | None, token_file: Path | None, sandbox: bool
     `check-jsonschema --schemafile <file> study.yaml`. Run it again to refresh the file
     when the algorithm changes.
     """
-    connection = ConnectionOptions(server=server, token_file=token_file, sandbox=sandbox)
+    connection = ConnectionOptions(server=server, token_file=token_file, sandbox=sandbox,
+                                   ca_bundle=ca_bundle, truststore=truststore)
     view = make_view(as_json)
     try:
         result = write_algorithm_schema(slug, connection, out, on_event=view.event)

@@ -4,6 +4,7 @@ Every such command takes the manifest as its argument and the same connection, o
 targeting flags, so a user learns them once::
 
     gcbatch <command> MANIFEST [--server URL] [--token-file PATH] [--sandbox]
+                               [--ca-bundle PATH] [--truststore]
                                [--lockfile PATH] [--json] [--case ID ...] [--select GLOB ...]
 
 Use the decorators, which collect the flags into frozen values (so a command's signature
@@ -46,6 +47,7 @@ __all__ = [
     "json_option",
     "manifest_argument",
     "target_options",
+    "tls_options",
 ]
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -58,8 +60,31 @@ manifest_argument = click.argument(
 """The manifest (``study.yaml``) as a positional argument, checked to exist."""
 
 
+#: ``--ca-bundle`` and ``--truststore``, for every command that connects (the order of
+#: the CA sources is gcbatch.api.trust's; README "Connecting")
+tls_options = [
+    click.option(
+        "--ca-bundle",
+        type=click.Path(path_type=Path),
+        default=None,
+        metavar="PATH",
+        help="Trust the CA certificates in this PEM file (or folder) for https: a "
+        "self-hosted server or a network with its own CA. Default: $GCBATCH_CA_BUNDLE, "
+        "$SSL_CERT_FILE/$SSL_CERT_DIR, $REQUESTS_CA_BUNDLE, else the public CAs.",
+    ),
+    click.option(
+        "--truststore",
+        is_flag=True,
+        default=False,
+        help="Trust the operating system's certificates (where IT installs its CAs; "
+        "also GCBATCH_TRUSTSTORE=1). Needs: pip install 'gcbatch[truststore]'.",
+    ),
+]
+
+
 def connection_options(func: F) -> F:
-    """Add ``--server``, ``--token-file``, ``--sandbox``, ``--lockfile`` → ``connection``."""
+    """Add ``--server``, ``--token-file``, ``--sandbox``, ``--ca-bundle``, ``--truststore``,
+    ``--lockfile`` → ``connection``."""
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -68,6 +93,8 @@ def connection_options(func: F) -> F:
             token_file=kwargs.pop("token_file"),
             sandbox=kwargs.pop("sandbox"),
             lockfile=kwargs.pop("lockfile"),
+            ca_bundle=kwargs.pop("ca_bundle"),
+            truststore=kwargs.pop("truststore"),
         )
         return func(*args, **kwargs)
 
@@ -93,6 +120,7 @@ def connection_options(func: F) -> F:
             help="Use the built-in emulator (state in .gcbatch/ beside the manifest; "
             "lockfile <stem>.sandbox.lock).",
         ),
+        *tls_options,
         click.option(
             "--lockfile",
             type=click.Path(dir_okay=False, path_type=Path),

@@ -6,11 +6,13 @@ Thin: flags → one operation (:mod:`gcbatch.operations.status`, ``.wait``, ``.d
 ``status``    a summary line and a table; exit 1 if a job Failed, was Cancelled or is
               missing on the server.
 ``wait``      polls (backing off, at most ``--poll-interval`` apart) until every targeted
-              job has ended; exit 0 all Succeeded, 1 some did not, 5 on ``--timeout``.
+              job has ended; exit 0 all Succeeded, 1 some did not (or have no job), 5
+              on ``--timeout``.
 ``download``  writes every output of the Succeeded jobs to ``--out DIR`` and regenerates
               ``DIR/results.csv`` and ``DIR/results.json`` (all cases, whatever the
-              targeting); exit 1 if some file could not be downloaded or a
-              Succeeded job lacks outputs its interface declares.
+              targeting); exit 1 if some file could not be downloaded, a
+              Succeeded job lacks outputs its interface declares, a job ended without
+              results or nothing was submitted.
 
 Results (tables, JSON) go to stdout; progress and warnings to stderr.
 """
@@ -77,9 +79,10 @@ def wait(manifest: Path, connection: ConnectionOptions, as_json: bool, targeting
          timeout: str | None, poll_interval: str) -> int:
     """Wait until every targeted job has ended.
 
-    Exit 0 when all Succeeded, 1 when some Failed, were Cancelled or are missing, 5 when
-    --timeout passed first. Statuses are recorded in the lockfile at every poll, so
-    Ctrl-C (or a timeout) loses nothing: run it again to go on waiting.
+    Exit 0 when every targeted case has a job and all Succeeded; 1 when some Failed, were
+    Cancelled or are missing, or a case has no job yet (nothing to wait for: run `gcbatch
+    apply`); 5 when --timeout passed first. Statuses are recorded in the lockfile at
+    every poll, so Ctrl-C (or a timeout) loses nothing: run it again to go on waiting.
     """
     timeout_s = _duration_option(timeout, "--timeout")
     maximum = _duration_option(poll_interval, "--poll-interval")
@@ -101,7 +104,9 @@ def wait(manifest: Path, connection: ConnectionOptions, as_json: bool, targeting
         view.close()
     view.show_waited(outcome)
     report = outcome.report
-    return EXIT_FAILURE if report.any_problem or not report.all_succeeded else EXIT_OK
+    unsubmitted = len(report.rows) > len(report.jobs)
+    return (EXIT_FAILURE if report.any_problem or not report.all_succeeded or unsubmitted
+            else EXIT_OK)
 
 
 @click.command("download")
@@ -119,7 +124,15 @@ def download(manifest: Path, connection: ConnectionOptions, as_json: bool,
 
     Files that are already there and complete are skipped, so re-running (also after a
     crash) fetches only what is missing. results.csv/results.json always cover every
-    case, whatever --case/--select download.
+    case, whatever --case/--select download; an image or file output's column holds the
+    path of the file downloaded for it.
+
+    \b
+    Exit 0 when every targeted case with a job has its results, or its job is still
+    running (run download again later); 1 when a file could not be downloaded, a
+    Succeeded job lacks an output, a job ended without results (Failed, Cancelled,
+    missing: `apply --retry-failed` submits those again), or no targeted case has a job
+    (nothing to download: run `gcbatch apply`).
     """
     if out_dir.exists() and not out_dir.is_dir():
         raise ConfigError(f"--out {out_dir}: not a directory")
@@ -133,7 +146,8 @@ def download(manifest: Path, connection: ConnectionOptions, as_json: bool,
         view.close()
     view.show_download(result)
     summary = result.summary
-    return EXIT_FAILURE if summary.failures or summary.missing else EXIT_OK
+    return (EXIT_FAILURE if summary.failures or summary.missing or result.ended_without_results
+            or result.nothing_submitted else EXIT_OK)
 
 
 COMMANDS = [status, wait, download]

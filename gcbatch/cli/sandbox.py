@@ -16,7 +16,6 @@ import os
 import signal
 import sys
 import threading
-import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import FrameType
@@ -24,7 +23,14 @@ from typing import Any
 
 import click
 
-from gcbatch.errors import ConfigError, TransportError
+from gcbatch.api.trust import Trust, certificate_advice, resolve_trust, ssl_context, tls_failure
+from gcbatch.errors import (
+    CertificateError,
+    ConfigError,
+    GcbatchError,
+    TransportError,
+)
+from gcbatch.views.inspection import render_stats, request_rows, table
 
 __all__ = ["COMMANDS"]
 
@@ -347,7 +353,8 @@ def _print_banner(
     out(f"  users     {users}  (sandbox test tokens)")
     if sb.cafile:
         out(f"  TLS CA    {sb.cafile}")
-        out(f"            trust it: SSL_CERT_FILE={sb.cafile} (gcapi) or curl --cacert")
+        out(f"            trust it: --ca-bundle {sb.cafile} (gcbatch; or GCBATCH_CA_BUNDLE),")
+        out(f"            SSL_CERT_FILE={sb.cafile} (gcapi), curl --cacert")
     if plan.latency_ms:
         out(f"  latency   +{plan.latency_ms:g} ms per API request")
     for rule in plan.rules:
@@ -361,16 +368,17 @@ def _print_banner(
             f'  try       curl{cacert} -H "Authorization: Bearer {first[1]}" '
             f"{sb.api_url}algorithms/"
         )
+        ca_env = f"GCBATCH_CA_BUNDLE={sb.cafile} " if sb.cafile else ""
         out(
-            f"  use       GCBATCH_SERVER={sb.api_url} GRAND_CHALLENGE_AUTHORIZATION={first[1]} "
-            "gcbatch apply study.yaml"
+            f"  use       {ca_env}GCBATCH_SERVER={sb.api_url} "
+            f"GRAND_CHALLENGE_AUTHORIZATION={first[1]} gcbatch apply study.yaml"
         )
     out(f"  admin     token {info['admin_token']} (header X-Gcbatch-Sandbox-Admin; "
         "needed by /_sandbox/ and inspect)")
     out(
         f"  inspect   gcbatch sandbox inspect --url {sb.base_url} "
         f"--admin-token {info['admin_token']}"
-        + (f" --cafile {sb.cafile}" if sb.cafile else "")
+        + (f" --ca-bundle {sb.cafile}" if sb.cafile else "")
     )
     out("Press Ctrl-C to stop.")
     stream.flush()
@@ -422,9 +430,19 @@ def _wait_for_interrupt() -> None:
     help="The sandbox's base URL or API URL, e.g. http://127.0.0.1:8000.",
 )
 @click.option(
+    "--ca-bundle",
     "--cafile",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="CA file to verify an https sandbox (printed by serve --tls).",
+    "ca_bundle",
+    type=click.Path(path_type=Path),
+    metavar="PATH",
+    help="CA file to verify an https sandbox (printed by serve --tls); --cafile is the "
+    "same. Default: the environment's, as for every command (README 'Connecting').",
+)
+@click.option(
+    "--truststore",
+    is_flag=True,
+    default=False,
+    help="Trust the operating system's certificates (needs gcbatch[truststore]).",
 )
 @click.option(
     "--admin-token",
@@ -454,22 +472,25 @@ def _wait_for_interrupt() -> None:
     is_flag=True,
     help='Print {"stats", "requests", "faults"} as JSON on stdout.',
 )
-def inspect(url: str, cafile: Path | None, admin_token: str, since: int, limit: int,
-            as_json: bool) -> None:
+def inspect(url: str, ca_bundle: Path | None, truststore: bool, admin_token: str, since: int,
+            limit: int, as_json: bool) -> None:
     """What a running sandbox holds (jobs, uploads per user) and the requests it saw.
 
-    Tests and humans use it to prove "no duplicate jobs" and "nothing was sent".
+    Tests and humans use it to prove "no duplicate jobs" and "nothing was sent". The
+    request table shows paths without their query strings (a presigned URL's signature
+    is hundreds of characters); --json has them whole.
     """
     from gcbatch.sandbox import SandboxAdmin
 
     base = url.split("/api/v1", 1)[0].rstrip("/")
-    admin = SandboxAdmin(base, admin_token=admin_token, verify=str(cafile) if cafile else True)
+    trust = resolve_trust(ca_bundle, truststore)
+    admin = SandboxAdmin(base, admin_token=admin_token, verify=ssl_context(trust))
     try:
         stats = admin.stats()
         requests = admin.requests(since=since)
         faults = admin.faults()
     except Exception as exc:  # httpx errors, non-JSON answers, admin errors
-        raise TransportError(f"cannot read the sandbox at {base}: {exc}") from None
+        raise _inspect_error(base, exc, trust) from None
     finally:
         admin.close()
     if as_json:
@@ -481,18 +502,18 @@ def inspect(url: str, cafile: Path | None, admin_token: str, since: int, limit: 
         return
     click.echo(f"sandbox {base}")
     click.echo()
-    click.echo(_render_stats(stats))
-    rows = _request_rows(requests)
+    click.echo(render_stats(stats))
+    rows = request_rows(requests)
     if limit and rows:
         shown = rows[-limit:]
         click.echo()
         click.echo(f"requests ({len(rows)} after #{since}; latest {len(shown)}):")
-        click.echo(_table(shown))
+        click.echo(table(shown))
     if faults.get("rules"):
         click.echo()
         click.echo("faults:")
         click.echo(
-            _table(
+            table(
                 [
                     {
                         "rule": r.get("spec", ""),
@@ -505,66 +526,23 @@ def inspect(url: str, cafile: Path | None, admin_token: str, since: int, limit: 
         )
 
 
-def _render_stats(stats: Any) -> str:
-    """Stats as aligned ``key  value`` lines; a list of per-user rows as a table."""
-    if not isinstance(stats, Mapping):
-        return json.dumps(stats, indent=2)
-    lines: list[str] = []
-    for key, value in stats.items():
-        if isinstance(value, list) and value and all(isinstance(v, Mapping) for v in value):
-            lines.append(f"{key}:")
-            lines.append(_table([dict(v) for v in value]))
-        elif (
-            isinstance(value, Mapping)
-            and value
-            and all(isinstance(v, Mapping) for v in value.values())
-        ):
-            lines.append(f"{key}:")
-            lines.append(_table([{"": k, **dict(v)} for k, v in value.items()]))
-        elif isinstance(value, Mapping):
-            inner = ", ".join(f"{k}={v}" for k, v in value.items())
-            lines.append(f"{key}: {inner or '-'}")
-        else:
-            lines.append(f"{key}: {value}")
-    return "\n".join(lines)
-
-
-def _request_rows(requests: Any) -> list[dict[str, Any]]:
-    if isinstance(requests, Mapping):
-        for key in ("requests", "results"):
-            if isinstance(requests.get(key), list):
-                requests = requests[key]
-                break
-    if not isinstance(requests, list):
-        return []
-    rows = []
-    for entry in requests:
-        if not isinstance(entry, Mapping):
-            continue
-        row = dict(entry)
-        stamp = row.get("time")
-        if isinstance(stamp, (int, float)) and not isinstance(stamp, bool):
-            row["time"] = time.strftime("%H:%M:%S", time.localtime(stamp)) + (
-                f".{int(stamp % 1 * 1000):03d}"
-            )
-        rows.append(row)
-    return rows
-
-
-def _table(rows: Sequence[Mapping[str, Any]]) -> str:
-    if not rows:
-        return "  (none)"
-    columns: list[str] = []
-    for row in rows:
-        for key, value in row.items():
-            if key not in columns and not isinstance(value, (dict, list)):
-                columns.append(key)
-    cells = [["-" if row.get(c) is None else str(row.get(c)) for c in columns] for row in rows]
-    widths = [max(len(c), *(len(r[i]) for r in cells)) for i, c in enumerate(columns)]
-    out = ["  " + "  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True))]
-    for r in cells:
-        out.append("  " + "  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)))
-    return "\n".join(line.rstrip() for line in out)
+def _inspect_error(base: str, exc: Exception, trust: Trust) -> GcbatchError:
+    """Why ``inspect`` could not read ``base``, in a sentence (never a page of HTML)."""
+    failure = tls_failure(exc)
+    if failure is not None:
+        return CertificateError(f"cannot read the sandbox at {base}: "
+                                + certificate_advice(failure, base, trust))
+    status = getattr(exc, "status", None)
+    if status in (401, 403):
+        return TransportError(f"the sandbox at {base} refused the admin token (HTTP "
+                              f"{status}); use the one `gcbatch sandbox serve` printed")
+    if status is not None or isinstance(exc, ValueError):
+        return TransportError(
+            f"{base} is not a gcbatch sandbox: its /_sandbox/ endpoints did not answer as a "
+            f"sandbox does ({f'HTTP {status}' if status else 'not JSON'}). `sandbox inspect` "
+            "reads only a sandbox started by `gcbatch sandbox serve`")
+    detail = str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
+    return TransportError(f"cannot read the sandbox at {base}: {detail}")
 
 
 COMMANDS = [sandbox]

@@ -48,7 +48,7 @@ import contextlib
 import json
 import os
 import threading
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -131,6 +131,8 @@ class FileTask:
     case_id: str
     target: PurePosixPath
     url: str
+    #: the output socket it is for (the result tables' ``file:<socket>`` column)
+    socket: str = field(default="", compare=False)
 
 
 @dataclass(frozen=True)
@@ -138,6 +140,7 @@ class ImageTask:
     case_id: str
     directory: PurePosixPath
     url: str  # the image's api URL
+    socket: str = field(default="", compare=False)
 
 
 Task = ValueTask | FileTask | ImageTask
@@ -198,10 +201,10 @@ def plan_tasks(jobs: Mapping[str, Job]) -> list[Task]:
                 tasks.append(ValueTask(case_id, rel, value_bytes(output.value)))
             elif kind == "file":
                 assert output.file is not None
-                tasks.append(FileTask(case_id, rel, output.file))
+                tasks.append(FileTask(case_id, rel, output.file, output.socket_slug))
             else:
                 assert output.image is not None
-                tasks.append(ImageTask(case_id, rel, output.image))
+                tasks.append(ImageTask(case_id, rel, output.image, output.socket_slug))
     return tasks
 
 
@@ -278,6 +281,9 @@ class DownloadSummary:
     failures: list[tuple[str, str]] = field(default_factory=list)
     #: (case id, socket) of outputs a Succeeded job lacks (see :func:`missing_outputs`)
     missing: list[tuple[str, str]] = field(default_factory=list)
+    #: (case id, socket) → the files of a File or Image output that are complete on disk,
+    #: POSIX paths relative to the output folder (an image may be .mhd + .zraw)
+    paths: dict[tuple[str, str], tuple[str, ...]] = field(default_factory=dict)
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -300,11 +306,14 @@ def download_outputs(
     workers: int = 8,
     on_event: Hook = ignore,
     algorithm: Algorithm | None = None,
+    index: Mapping[str, Job] | None = None,
 ) -> DownloadSummary:
     """Download every output of the Succeeded jobs in ``jobs`` (case id → job) to ``out_dir``.
 
     ``algorithm``: what the jobs should have produced; outputs they lack are listed in
-    the summary's ``missing`` (:func:`missing_outputs`).
+    the summary's ``missing`` (:func:`missing_outputs`). ``index``: the jobs (default
+    ``jobs``) whose File/Image outputs complete on disk go into the summary's ``paths``
+    (the result tables cover every case, whatever was downloaded this time).
 
     A failure of one file (HTTP error, transport error, disk error) is recorded in the
     summary's ``failures`` and does not stop the others; the caller decides the exit code.
@@ -416,10 +425,29 @@ def download_outputs(
                 if not any(f.target in failed_targets for f in fs):
                     state.record_image(ImageRecord(str(t.directory), url_key(t.url),
                                                    tuple(str(f.target) for f in fs)))
+        summary.paths.update(_complete_paths(state, tasks if index is None else index))
         state.compact()
     finally:
         state.close()
     return summary
+
+
+def _complete_paths(state: DownloadState, index: Sequence[Task] | Mapping[str, Job]
+                    ) -> dict[tuple[str, str], tuple[str, ...]]:
+    """(case, socket) → the files of each File/Image output complete on disk."""
+    try:
+        tasks = plan_tasks(index) if isinstance(index, Mapping) else index
+    except UnsafePathError:
+        return {}  # (reported when those cases are downloaded)
+    paths: dict[tuple[str, str], tuple[str, ...]] = {}
+    for task in tasks:
+        if isinstance(task, FileTask) and state.file_complete(task.target, url_key(task.url)):
+            paths[(task.case_id, task.socket)] = (task.target.as_posix(),)
+        elif (isinstance(task, ImageTask)
+              and state.image_complete(task.directory, url_key(task.url))):
+            paths[(task.case_id, task.socket)] = tuple(
+                PurePosixPath(p).as_posix() for p in state.images[str(task.directory)].files)
+    return paths
 
 
 def _drain(futures: Iterable[Future[Any]]) -> None:

@@ -22,6 +22,7 @@ class Outcome(str, Enum):
     IN_DOUBT = "in_doubt"      # a POST may have made a job: the user decides
     WAITING = "waiting"        # not sent in this run (stopped, out of credits)
     SKIPPED = "skipped"        # its inputs changed; kept without --replace
+    BLOCKED = "blocked"        # does not fit the algorithm; left out by --keep-going
 
 
 @dataclass(frozen=True)
@@ -66,7 +67,7 @@ class ApplySummary:
             return EXIT_QUOTA
         if self.stop_reason:
             return EXIT_FAILURE
-        if self.of(Outcome.FAILED, Outcome.IN_DOUBT):
+        if self.of(Outcome.FAILED, Outcome.IN_DOUBT, Outcome.BLOCKED):
             return EXIT_FAILURE
         return EXIT_OK
 

@@ -363,8 +363,12 @@ class Posting:
                         f"job {job.pk} from this case's history had these inputs", job.pk)
             return
         if retrying and own:
-            message = ("the server refuses to run identical value inputs again (it keeps one "
-                       f"job per set of inputs, even a failed one: {_short(own[-1].pk)})")
+            kinds = {"value": "values", "image": "images"}
+            what = " and ".join(sorted({kinds.get(i.kind, "files") for i in sent.inputs}))
+            message = (f"the server refuses to run the same inputs ({what}) again: it keeps "
+                       f"one job per set of inputs and algorithm image, even a failed one "
+                       f"({_short(own[-1].pk)}). A re-run needs a new image (or model) of "
+                       "the algorithm, or changed inputs")
         elif owned:
             others = ", ".join(sorted({owner for _, owner in owned}))
             message = f"the server already has a job with exactly these inputs, owned by {others}"

@@ -61,8 +61,21 @@ def load_as_on_disk(
             as_on_disk = False
             lockfile = folded
     if lockfile is not None:
+        if not lockfile.cases and not _belongs(lockfile, server, algorithm):
+            # it records no case (a first apply that failed before submitting anything:
+            # a wrong token, an unreachable server, a mistyped slug), so it binds nothing:
+            # as if absent, and the corrected command's store writes its own binding
+            return None, False
         check_belongs(lockfile, source=str(path), server=server, algorithm=algorithm)
     return lockfile, as_on_disk
+
+
+def _belongs(lockfile: Lockfile, server: str | None, algorithm: str | None) -> bool:
+    try:
+        check_belongs(lockfile, source="", server=server, algorithm=algorithm)
+    except LockfileError:
+        return False
+    return True
 
 
 def _parse(data: bytes, path: Path) -> Lockfile:

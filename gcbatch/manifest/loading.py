@@ -84,8 +84,10 @@ def _parse_text(text: str, display: str, absolute: Path, *, fast: bool
     if doc is None:
         return None, findings
     if not isinstance(doc.data, dict):
+        line, col = doc.where(())  # the node itself (after comments and blank lines)
         findings.append(Finding(display, f"a manifest is a mapping (version, algorithm, "
-                                f"cases, ...), not {json_type(doc.data)}", 1, 1))
+                                f"cases, ...), not {json_type(doc.data)}", line or 1,
+                                col or 1))
         return None, findings
     # YAML-layer findings mark their subtrees unusable, like schema findings do
     bad: set[JsonPath] = {path_of(f) for f in findings}

@@ -22,26 +22,22 @@ when something is sent (earlier jobs still active hold slots) or ``--retry-faile
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from dataclasses import replace
 
 from gcbatch.api.server_view import ServerView
 from gcbatch.engine.executor import Executor
 from gcbatch.engine.neighbours import Neighbours
 from gcbatch.engine.options import ApplyOptions
-from gcbatch.engine.outcomes import ApplySummary
+from gcbatch.engine.outcomes import ApplySummary, CaseOutcome, Outcome
 from gcbatch.events import CreditsExhausted, Hook, ignore
 from gcbatch.hashing import FileHasher
 from gcbatch.lockfile import AlgorithmRef, LockfileStore
 from gcbatch.operations.session import Session
 from gcbatch.operations.study import Study
 from gcbatch.perf import gc_frozen, gc_paused
-from gcbatch.plan import (
-    SENDING_KINDS,
-    ActionKind,
-    ServerFacts,
-    make_plan,
-    settled_fingerprints,
-)
+from gcbatch.plan import SENDING_KINDS, ActionKind, ServerFacts, make_plan, settled_fingerprints
 from gcbatch.preflight import (
+    blocked_cases,
     image_urls,
     image_verdicts,
     probe_readiness,
@@ -115,9 +111,18 @@ def apply(
                        if a.kind in SENDING_KINDS
                        or (a.kind == ActionKind.RESUBMIT and options.replace)]
             view.add_items(explicit_item_pks(to_send), items_by_pk)
+            blocked: dict[str, str] = {}
+            images = image_verdicts(session.client, image_urls(to_send))
+            if options.keep_going:
+                # cases that do not fit the algorithm are left out (and reported); the
+                # rest must still pass the whole pre-flight
+                blocked = blocked_cases(to_send, algorithm, items_by_pk, images)
+                to_send = [c for c in to_send if c.id not in blocked]
+                targeted = [c for c in targeted if c.id not in blocked]
+                plan = replace(plan, actions=tuple(a for a in plan.actions
+                                                   if a.case_id not in blocked))
             run_preflight(to_send, algorithm, manifest.algorithm, items=items_by_pk,
-                          all_cases=targeted, locked=store.lockfile.cases,
-                          images=image_verdicts(session.client, image_urls(to_send)))
+                          all_cases=targeted, locked=store.lockfile.cases, images=images)
             # what the platform would refuse every job for (its image, the credits): asked
             # with one job POST that can make no job, before the first upload (value-only
             # cases upload nothing: their first POST asks the same at no extra cost)
@@ -143,9 +148,14 @@ def apply(
         executor.run_context.slots.join_neighbours(neighbours)
         try:
             with gc_frozen():  # the planned cases stay alive: see gcbatch.perf
-                return executor.run(targeted, plan)
+                summary = executor.run(targeted, plan)
         finally:
             neighbours.close()
+        if not blocked:
+            return summary
+        left_out = tuple(CaseOutcome(cid, Outcome.BLOCKED, f"not sent: {why}")
+                         for cid, why in sorted(blocked.items()))
+        return replace(summary, outcomes=summary.outcomes + left_out)
     finally:
         store.close()
 

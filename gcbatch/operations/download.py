@@ -42,6 +42,19 @@ class DownloadResult:
         return tuple(row for row in self.refresh.report.rows
                      if row.case_id in self.targeted and row.status != JobStatus.SUCCEEDED)
 
+    @property
+    def ended_without_results(self) -> tuple[CaseStatus, ...]:
+        """Targeted cases whose job ended and never will have results (Failed,
+        Cancelled, missing on the server)."""
+        return tuple(row for row in self.without_results
+                     if row.job_pk is not None and row.problem)
+
+    @property
+    def nothing_submitted(self) -> bool:
+        """No targeted case has a job: there was nothing to download."""
+        return not any(row.job_pk is not None for row in self.refresh.report.rows
+                       if row.case_id in self.targeted)
+
 
 def download(study: Study, session: Session, targeting: Targeting, out_dir: Path, *,
              workers: int = 8, on_event: Hook = ignore) -> DownloadResult:
@@ -56,9 +69,11 @@ def download(study: Study, session: Session, targeting: Targeting, out_dir: Path
     # what the jobs should have produced (one request): outputs they lack are reported
     algorithm = session.client.get_algorithm(study.algorithm) if fresh.report.rows else None
     summary = download_outputs(session.client, jobs, out_dir, workers=workers,
-                               on_event=on_event, algorithm=algorithm)
+                               on_event=on_event, algorithm=algorithm, index=fresh.jobs)
     table = result_table(fresh.report, fresh.jobs, cases.summaries,
-                         output_sockets=_declared_value_outputs(algorithm))
+                         output_sockets=_declared_value_outputs(algorithm),
+                         file_sockets=_declared_file_outputs(algorithm),
+                         paths=summary.paths)
     return DownloadResult(summary, fresh, targeted, write_tables(out_dir, table))
 
 
@@ -68,6 +83,14 @@ def _declared_value_outputs(algorithm: Algorithm | None) -> tuple[str, ...]:
         return ()
     return tuple(sorted({socket.slug for interface in algorithm.interfaces
                          for socket in interface.outputs if socket.is_value}))
+
+
+def _declared_file_outputs(algorithm: Algorithm | None) -> tuple[str, ...]:
+    """The algorithm's File and Image output sockets, sorted."""
+    if algorithm is None:
+        return ()
+    return tuple(sorted({socket.slug for interface in algorithm.interfaces
+                         for socket in interface.outputs if not socket.is_value}))
 
 
 def write_tables(out_dir: Path, table: ResultTable) -> tuple[Path, Path]:

@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Literal
 
 from gcbatch import lockfile as lockmod
 from gcbatch.api.models import ArchiveItem, Job
@@ -63,6 +64,9 @@ class PlanResult:
     in_doubt: tuple[Examination, ...] = ()
     #: the manifest (for the commands a view suggests)
     manifest: Path | None = None
+    #: where the forecast's active-jobs limit came from: the server (when it is known),
+    #: the user's --max-active, or the platform's default
+    limit_source: Literal["server", "flag", "default"] = "default"
 
 
 def plan(
@@ -72,6 +76,7 @@ def plan(
     session: Session | None = None,
     retry_failed: bool = False,
     hash_cache: bool = True,
+    max_active: int | None = None,
 ) -> PlanResult:
     """The plan for ``study``; online when a ``session`` is given. Raises ManifestError /
     LockfileError (exit 2) before any request, PreflightError when the algorithm is not
@@ -130,6 +135,7 @@ def plan(
                                needs_server=expansion.needs_server,
                                retry_failed=retry_failed, settled=settled_ids)
     outlook = None
+    limit, source = _active_limit(session, max_active)
     examined: tuple[Examination, ...] = ()
     if algorithm is not None and session is not None and whole is not None:
         examined = _examine_in_doubt(session, algorithm.pk, result, whole)
@@ -137,11 +143,23 @@ def plan(
         counts = result.count()
         jobs = sum(counts[k.value] for k in (ActionKind.SUBMIT, ActionKind.RETRY_FAILED,
                                               ActionKind.IN_DOUBT))
-        outlook = forecast(jobs, max_active=DEFAULT_MAX_ACTIVE, already_active=active,
+        outlook = forecast(jobs, max_active=limit, already_active=active,
                            average_duration=algorithm.average_duration)
     return PlanResult(result, study.lockfile, hasher.stats,
                       server=study.server if session is not None else None, forecast=outlook,
-                      in_doubt=examined, manifest=study.path)
+                      in_doubt=examined, manifest=study.path, limit_source=source)
+
+
+def _active_limit(session: Session | None, max_active: int | None
+                  ) -> tuple[int, Literal["server", "flag", "default"]]:
+    """The active-jobs limit a forecast assumes: the lower of the server's (when known)
+    and the user's ``--max-active``, else the platform's default."""
+    known = session.active_jobs_limit if session is not None else None
+    if known is not None and (max_active is None or known <= max_active):
+        return known, "server"
+    if max_active is not None:
+        return max_active, "flag"
+    return DEFAULT_MAX_ACTIVE, "default"
 
 
 def _examine_in_doubt(session: Session, algorithm_pk: str, result: Plan,

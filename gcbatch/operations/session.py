@@ -52,6 +52,9 @@ class Session:
 
     client: GrandChallengeClient
     _closers: list[Callable[[], None]] = field(default_factory=list, repr=False)
+    #: the server's active-jobs limit when it is known (the embedded sandbox's setting;
+    #: the platform's API does not tell it)
+    active_jobs_limit: int | None = None
 
     @property
     def view(self) -> ServerView:
@@ -141,12 +144,12 @@ def open_session(
         except BaseException:
             app.close()
             raise
-        session = Session(client=client)
+        session = Session(client=client, active_jobs_limit=app.config.max_active_jobs)
         session._closers += [app.close, client.close]
         return session
     client = client_factory(server,
                             resolve_token(connection.token_file, required=token_required),
-                            on_event=on_event)
+                            verify=connection.trust, on_event=on_event)
     session = Session(client=client)
     session._closers.append(client.close)
     return session

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from gcbatch.api.settings import ServerSource, choose_server
+from gcbatch.api.trust import Trust, resolve_trust
 from gcbatch.errors import ConfigError
 from gcbatch.hashing import default_cache_path
 from gcbatch.lockfile import lockfile_path_for
@@ -45,12 +46,24 @@ class ConnectionOptions:
     token_file: Path | None = None
     sandbox: bool = False
     lockfile: Path | None = None
+    #: the CA certificates to trust (``--ca-bundle``; None: the environment's, see
+    #: :mod:`gcbatch.api.trust`) and whether to trust the operating system's store
+    ca_bundle: Path | None = None
+    truststore: bool = False
 
     def __post_init__(self) -> None:
         if self.sandbox and self.server:
             raise ConfigError("--sandbox and --server exclude each other")
         if self.sandbox and self.token_file is not None:
             raise ConfigError("--sandbox uses the sandbox's own demo token; drop --token-file")
+        if self.sandbox and (self.ca_bundle is not None or self.truststore):
+            raise ConfigError("--sandbox runs in this process, without TLS; drop --ca-bundle "
+                              "and --truststore")
+
+    @property
+    def trust(self) -> Trust:
+        """The TLS trust these options and the environment choose."""
+        return resolve_trust(self.ca_bundle, self.truststore)
 
 
 @dataclass(frozen=True)

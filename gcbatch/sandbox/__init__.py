@@ -145,9 +145,11 @@ class SandboxAdmin:
     def _call(self, method: str, path: str, **kwargs: Any) -> Any:
         response = self._client.request(method, f"{self.base_url}/_sandbox/{path}", **kwargs)
         if response.status_code >= 400:
-            raise RuntimeError(
-                f"{method} /_sandbox/{path} -> {response.status_code}: {response.text}"
+            error = RuntimeError(
+                f"{method} /_sandbox/{path} -> {response.status_code}: {response.text[:300]}"
             )
+            error.status = response.status_code  # type: ignore[attr-defined]
+            raise error
         return response.json()
 
     def stats(self) -> Any:

@@ -37,6 +37,7 @@ from gcbatch.views.progress import (
 )
 from gcbatch.views.text import (
     render_adopt,
+    render_all_missing,
     render_apply_summary,
     render_download,
     render_findings,
@@ -47,6 +48,7 @@ from gcbatch.views.text import (
     render_status_summary,
     render_status_table,
     render_upload_pause,
+    render_without_results,
     use_color,
 )
 
@@ -176,15 +178,20 @@ class HumanView:
                    for e in result.in_doubt}
         self._print(render_plan(result.plan, color=use_color(self._out), details=details))
         if result.forecast is not None:
-            self._print(render_forecast(result.forecast))
+            self._print(render_forecast(result.forecast, result.limit_source))
         stats = result.hash_stats
         if stats.hits or stats.misses:
             read = stats.bytes_read / (1024 * 1024)
             self._print(f"hashed {stats.files_read} file(s) ({read:.1f} MiB read), "
                         f"{stats.hits} unchanged file(s) from the hash cache", err=True)
+        blocked = result.plan.count()["blocked"]
+        if blocked:
+            self._print(f"{blocked} case(s) blocked (why: above): apply would send nothing "
+                        "until they are fixed, or leave them out with --keep-going", err=True)
         if token_missing:
-            self._print("offline plan: no API token (set GRAND_CHALLENGE_AUTHORIZATION, or "
-                        "use --sandbox) so the server was not asked", err=True)
+            self._print("offline plan: no API token (set GRAND_CHALLENGE_AUTHORIZATION or "
+                        "pass --token-file; or use --sandbox) so the server was not asked",
+                        err=True)
 
     def show_apply(self, summary: ApplySummary) -> None:
         self._print(render_apply_summary(summary))
@@ -194,6 +201,9 @@ class HumanView:
         self._print(render_status_summary(report))
         if report.rows:
             self._print(render_status_table(report.rows), end="")
+        hint = render_all_missing(report)
+        if hint:
+            self.warn(hint)
 
     def show_wait(self, report: StatusReport, *, timed_out: bool) -> None:
         self._print(render_status_summary(report))
@@ -214,13 +224,8 @@ class HumanView:
             self._print(f"error: {path}: {error}", err=True)
         for line in render_missing_outputs(result.summary.missing):
             self._print(f"error: {line}", err=True)
-        without = result.without_results
-        if without:
-            counts: dict[str, int] = {}
-            for row in without:
-                counts[row.status] = counts.get(row.status, 0) + 1
-            listed = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
-            self.warn(f"{len(without)} targeted case(s) have no results yet ({listed})")
+        for line in render_without_results(result):
+            self.warn(line)
 
     def show_adopt(self, result: AdoptResult) -> None:
         self._print(render_adopt(result))

@@ -126,6 +126,7 @@ class JsonView:
         if outlook is not None:
             data["forecast"] = {
                 "jobs": outlook.jobs, "max_active": outlook.limit,
+                "max_active_source": result.limit_source,
                 "already_active": outlook.already_active, "waves": outlook.waves,
                 "makespan_seconds": outlook.makespan, "note": outlook.note}
         self._document(data)

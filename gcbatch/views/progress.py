@@ -29,31 +29,48 @@ __all__ = [
     "RichProgress",
     "WaitDisplay",
     "describe",
+    "fit",
     "is_terminal",
     "make_progress",
 ]
 
 
-def describe(s: ApplyProgress) -> str:
-    """One human line for an apply's counters."""
+def describe(s: ApplyProgress, width: int | None = None) -> str:
+    """One human line for an apply's counters; with ``width``, whole parts are left out
+    from the end (never a word cut) so that it fits, the most important first."""
     parts = [f"{s.done}/{s.total} cases done", f"{s.submitted} submitted"]
-    if s.adopted:
-        parts.append(f"{s.adopted} adopted")
-    parts.append(f"{s.posting} in flight")
-    parts.append(f"{s.waiting_for_slot} waiting for a slot")
-    limit = "" if s.slot_limit is None else f"/{s.slot_limit}"  # None: no limit known
-    parts.append(f"{s.active_jobs}{limit} active jobs")
-    if s.bytes_total or s.uploading:
-        parts.append(f"{mib(s.bytes_uploaded)} uploaded ({s.uploading} uploading)")
+    if s.stopped_by_credits:
+        parts.append("out of credits: finishing")
+    elif s.stopping:
+        parts.append("stopping: finishing what is in flight")
     if s.failed:
         parts.append(f"{s.failed} failed")
     if s.in_doubt:
         parts.append(f"{s.in_doubt} in doubt")
-    line = " · ".join(parts)
-    if s.stopped_by_credits:
-        line += " · out of credits: finishing"
-    elif s.stopping:
-        line += " · stopping: finishing what is in flight"
+    if s.adopted:
+        parts.append(f"{s.adopted} adopted")
+    if s.bytes_total or s.uploading:
+        parts.append(f"{mib(s.bytes_uploaded)} uploaded ({s.uploading} uploading)")
+    parts.append(f"{s.posting} in flight")
+    if s.waiting_for_slot:
+        parts.append(f"{s.waiting_for_slot} waiting for a slot")
+    limit = "" if s.slot_limit is None else f" of {s.slot_limit}"  # None: no limit known
+    if s.active_jobs or s.slot_limit is not None:
+        # jobs of yours still running (earlier runs' too) take the active-jobs slots: not
+        # "jobs submitted now"
+        parts.append(f"{s.active_jobs}{limit} job slots in use")
+    return fit(parts, width)
+
+
+def fit(parts: list[str], width: int | None, sep: str = " · ") -> str:
+    """``parts`` joined, as many as fit in ``width`` columns (all without a width)."""
+    if width is None:
+        return sep.join(parts)
+    line = parts[0][:max(1, width - 1)]
+    for part in parts[1:]:
+        if len(line) + len(sep) + len(part) > width - 1:  # (the cursor's column)
+            break
+        line += sep + part
     return line
 
 
@@ -136,7 +153,8 @@ class RichProgress:
         with self._lock:
             self._last = snapshot
             style = "yellow" if snapshot.stopping or snapshot.stopped_by_credits else "cyan"
-            self._live.update(self._text_cls(describe(snapshot), style=style))
+            self._live.update(self._text_cls(describe(snapshot, self._console.width),
+                                             style=style, no_wrap=True, overflow="crop"))
 
     def log(self, message: str) -> None:
         with self._lock:

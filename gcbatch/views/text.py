@@ -23,16 +23,18 @@ from gcbatch.errors import Finding
 from gcbatch.events import UploadsPaused
 from gcbatch.plan import Action, ActionKind, Plan
 from gcbatch.status import CaseStatus, StatusReport, format_duration
-from gcbatch.statuses import FAILED_STATUSES
+from gcbatch.statuses import FAILED_STATUSES, MISSING
 
 if TYPE_CHECKING:
     from gcbatch.operations.adopt import AdoptResult
+    from gcbatch.operations.download import DownloadResult
 
 __all__ = [
     "human_bytes",
     "mib",
     "render_action",
     "render_adopt",
+    "render_all_missing",
     "render_apply_summary",
     "render_download",
     "render_findings",
@@ -44,6 +46,7 @@ __all__ = [
     "render_status_summary",
     "render_status_table",
     "render_upload_pause",
+    "render_without_results",
     "use_color",
 ]
 
@@ -168,11 +171,20 @@ def render_in_doubt(examination: Examination, manifest: str) -> list[str]:
     return lines
 
 
-def render_forecast(outlook: Forecast) -> str:
-    """``quota: 40 job(s), at most 16 active at a time → 3 wave(s), ...``."""
+_LIMIT_SOURCES = {
+    "server": "the server's limit",
+    "flag": "--max-active",
+    "default": "the platform's usual limit; the API does not tell yours: --max-active N "
+               "if you know it",
+}
+
+
+def render_forecast(outlook: Forecast, source: str = "") -> str:
+    """``quota: 40 job(s), at most 16 active at a time (why) → 3 wave(s), ...``."""
     if outlook.jobs == 0:
         return "quota: nothing to submit"
-    text = (f"quota: {outlook.jobs} job(s), at most {outlook.limit} active at a time"
+    why = f" ({_LIMIT_SOURCES[source]})" if source in _LIMIT_SOURCES else ""
+    text = (f"quota: {outlook.jobs} job(s), at most {outlook.limit} active at a time{why}"
             f" → {outlook.waves} wave(s)")
     if outlook.already_active:
         text += f" ({outlook.already_active} of your jobs are active already)"
@@ -207,6 +219,8 @@ def render_apply_summary(summary: ApplySummary) -> str:
         parts.append(f"{c['failed']} failed")
     if c["in_doubt"]:
         parts.append(f"{c['in_doubt']} in doubt")
+    if c["blocked"]:
+        parts.append(f"{c['blocked']} blocked, skipped (--keep-going)")
     lines = [", ".join(parts) + f" ({summary.elapsed:.1f} s)"]
     if summary.stopped_by_credits:
         lines.append(
@@ -231,7 +245,7 @@ def render_apply_summary(summary: ApplySummary) -> str:
     if summary.interrupted:
         lines.append(f"interrupted: {c['waiting']} case(s) not submitted; "
                      "run apply again to continue")
-    for outcome in summary.of(Outcome.FAILED, Outcome.IN_DOUBT):
+    for outcome in summary.of(Outcome.FAILED, Outcome.IN_DOUBT, Outcome.BLOCKED):
         lines.append(f"  {outcome.kind.value.replace('_', ' ')}: {outcome.case}: "
                      f"{outcome.message}")
     skipped = summary.of(Outcome.SKIPPED)
@@ -329,3 +343,45 @@ def render_download(summary: DownloadSummary, tables: tuple[object, object]) -> 
         f"complete; {summary.values_written} value(s) written, {summary.values_unchanged} "
         f"unchanged\ntables: {tables[0]} {tables[1]}"
     )
+
+
+def _counted(rows: Sequence[CaseStatus]) -> str:
+    counts: dict[str, int] = {}
+    for row in rows:
+        counts[row.status] = counts.get(row.status, 0) + 1
+    return ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
+
+
+def render_without_results(result: DownloadResult) -> list[str]:
+    """Why targeted cases have no results: never submitted, ended without results (they
+    never will), still running (later); each with what to do."""
+    if result.nothing_submitted:
+        return ["nothing to download: no targeted case has a job yet (run `gcbatch apply`, "
+                "then `gcbatch wait`)"]
+    without = result.without_results
+    ended = result.ended_without_results
+    unsubmitted = [row for row in without if row.job_pk is None]
+    running = [row for row in without if row.job_pk is not None and row not in ended]
+    lines = []
+    if ended:
+        lines.append(f"{len(ended)} targeted case(s) ended without results and never will "
+                     f"have any ({_counted(ended)}): `gcbatch apply --retry-failed` submits "
+                     "them again")
+    if running:
+        lines.append(f"{len(running)} targeted case(s) have no results yet "
+                     f"({_counted(running)}): run download again after `gcbatch wait`")
+    if unsubmitted:
+        lines.append(f"{len(unsubmitted)} targeted case(s) have no job (run `gcbatch apply`)")
+    return lines
+
+
+def render_all_missing(report: StatusReport) -> str:
+    """When the server shows none of the lockfile's jobs, the likeliest cause: a token
+    of another account (a job is visible to its creator only) or another server."""
+    jobs = report.jobs
+    if not jobs or any(row.status != MISSING for row in jobs):
+        return ""
+    return (f"the server shows none of the {len(jobs)} job(s) this lockfile records. Jobs are "
+            "visible only to the account that created them: is the token "
+            "(GRAND_CHALLENGE_AUTHORIZATION / --token-file) that account's, and the server "
+            "the one they were submitted to?")

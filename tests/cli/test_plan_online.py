@@ -45,7 +45,7 @@ def test_online_plan_with_the_sandbox(tmp_path: Path) -> None:
     manifest = tmp_path / "study.yaml"
     manifest.write_text(MANIFEST)
     first = gcbatch("plan", str(manifest), "--sandbox", "--json", cwd=tmp_path)
-    assert first.returncode == 0, first.stderr
+    assert first.returncode == 2, first.stderr  # blocked cases: apply would refuse
     data = json.loads(first.stdout)
     assert data["online"] is True
     actions = {a["case"]: a for a in data["actions"]}

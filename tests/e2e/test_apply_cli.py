@@ -279,7 +279,10 @@ def test_bad_inputs_are_clear_errors_with_no_mutating_request(
     assert corrupt.returncode == 2 and "not valid JSON" in corrupt.stderr
 
     lockfile.write_text(json.dumps({"format_version": 1, "server": "https://other.example/api/v1/",
-                                    "algorithm": {"slug": "risk-calculator"}, "cases": {}}))
+                                    "algorithm": {"slug": "risk-calculator"},
+                                    # (an empty lockfile binds nothing: issue 18)
+                                    "cases": {"p0000": {"fingerprint": "x", "inputs": {},
+                                                        "job": None}}}))
     foreign = run_cli(base, tmp_path)
     assert foreign.returncode == 2 and "other.example" in foreign.stderr
     lockfile.unlink()

@@ -31,12 +31,23 @@ def test_omissions_exactly_when_equal_or_default() -> None:
 
 def test_other_server_or_algorithm_refused(tmp_path: Path) -> None:
     path = tmp_path / "s.lock"
-    lf.save(path, lf.Lockfile(SERVER, ALG))
+    entry = lf.CaseEntry(fingerprint="f", inputs={})
+    lf.save(path, lf.Lockfile(SERVER, ALG, {"c": entry}))
     assert lf.load(path, server=SERVER.rstrip("/")) is not None  # trailing slash ignored
     with pytest.raises(LockfileError, match=r"s\.lock belongs to server https://grand"):
         lf.load(path, server="https://other.example/api/v1/")
     with pytest.raises(LockfileError, match="made for algorithm 'lung-nodule-detector'"):
         lf.load(path, algorithm="risk-calculator")
+
+
+def test_an_empty_lockfile_binds_nothing(tmp_path: Path) -> None:
+    """A first apply that failed before recording any case left a lockfile bound to a
+    server and an algorithm: it is read as absent by another server or algorithm."""
+    path = tmp_path / "s.lock"
+    lf.save(path, lf.Lockfile(SERVER, ALG))
+    assert lf.load(path, server="https://other.example/api/v1/") is None
+    assert lf.load(path, algorithm="risk-calculator") is None
+    assert lf.load(path, server=SERVER, algorithm=ALG.slug) is not None
 
 
 def test_a_server_is_one_server_whatever_the_spelling_of_its_url() -> None:

@@ -490,7 +490,9 @@ def test_retry_failed_value_case_is_refused_by_the_server_dedup(world: World) ->
     wait_for_statuses(world, {"Failed"}, 1)
     retried = world.apply(manifest, retry_failed=True)
     assert retried.counts()["failed"] == 1
-    assert "identical value inputs" in retried.outcomes[0].message
+    message = retried.outcomes[0].message
+    assert "the same inputs (values) again" in message
+    assert "A re-run needs a new image (or model) of the algorithm, or changed inputs" in message
     assert world.jobs() == 1
 
 

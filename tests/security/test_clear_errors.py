@@ -83,8 +83,8 @@ def test_a_missing_ssl_cert_file_is_exit_2(tmp_path: Path, home: Path) -> None:
     study = _study(tmp_path)
     run = run_cli(["status", str(study), "--server", "https://127.0.0.1:9/api/v1/"],
                   tmp_path, cli_env(home=home, extra={"SSL_CERT_FILE": "/no/such/ca.pem"}))
-    assert_clean_failure(run, 2, "SSL_CERT_FILE=/no/such/ca.pem: cannot load CA "
-                         "certificates from it (No such file or directory)")
+    assert_clean_failure(run, 2, "SSL_CERT_FILE=/no/such/ca.pem: no such file or folder; "
+                         "point it at a PEM file of the CA certificates to trust")
 
 
 @pytest.fixture

@@ -23,10 +23,25 @@ def snap(**changes: object) -> ApplyProgress:
 def test_describe_names_the_counts() -> None:
     line = describe(snap())
     for part in ("3/10 cases done", "3 submitted", "2 in flight", "4 waiting for a slot",
-                 "16/16 active jobs", "3.0 MiB uploaded"):
+                 "16 of 16 job slots in use", "3.0 MiB uploaded"):
         assert part in line
     assert "out of credits" in describe(snap(stopped_by_credits=True))
     assert "stopping" in describe(snap(stopping=True))
+
+
+def test_nothing_submitted_says_no_active_jobs() -> None:
+    line = describe(snap(submitted=0, active_jobs=0, slot_limit=None, waiting_for_slot=0))
+    assert "active" not in line and "slots" not in line and "waiting" not in line
+
+
+@pytest.mark.parametrize("width", [20, 40, 60, 80, 200])
+def test_the_line_fits_the_terminal_and_cuts_no_word(width: int) -> None:
+    whole = describe(snap(failed=2, in_doubt=1))
+    line = describe(snap(failed=2, in_doubt=1), width)
+    assert len(line) < width
+    assert whole.startswith(line)
+    assert line == whole or whole[len(line):].startswith(" · ")  # whole parts only
+    assert "6/10 cases done" in line
 
 
 def test_plain_progress_is_rate_limited_and_plain() -> None:
