@@ -124,6 +124,22 @@ class FileHasher:
             self.stats.hits += 1
         return str(cached[2])
 
+    def fresh_entries(self) -> list[tuple[str, int, int]]:
+        """(path, size, mtime_ns) of every file whose cached digest still holds (a stat
+        each): what a cached answer built on these digests depends on."""
+        with self._lock:
+            tables = [dict(self._cache), dict(self._json)]
+        out: list[tuple[str, int, int]] = []
+        for table in tables:
+            for path, cached in table.items():
+                try:
+                    st = os.stat(path)
+                except OSError:
+                    continue
+                if cached[0] == st.st_size and cached[1] == st.st_mtime_ns:
+                    out.append((path, st.st_size, st.st_mtime_ns))
+        return out
+
     def remember_json(self, path: str, st: os.stat_result, value: Any, digest: str) -> None:
         """Cache a JSON file's value and digest, read after ``st`` was taken; not a file
         modified in the last :data:`RACY_WINDOW_NS`, nor a large value."""
@@ -161,7 +177,14 @@ class FileHasher:
         """Write the cache (atomically) if it changed; a cache we cannot write is skipped."""
         if self.cache_path is None or not self._dirty:
             return
+        # Shards of one study (``apply --shard I/N``, N processes at once) share this
+        # file: what another wrote since we read it is kept (ours wins for a path both
+        # have), or each would throw away the others' digests and hash again next time.
+        theirs, their_json = _read_cache(self.cache_path)
         with self._lock:
+            for table, other in ((self._cache, theirs), (self._json, their_json)):
+                for path, entry in other.items():
+                    table.setdefault(path, entry)
             text = json.dumps({"version": CACHE_VERSION, "files": self._cache,
                                "json": self._json}, separators=(",", ":"), sort_keys=True)
             self._dirty = False

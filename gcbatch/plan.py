@@ -208,6 +208,11 @@ def settled_fingerprints(lockfile: Lockfile | None, *, retry_failed: bool = Fals
     }
 
 
+def unchanged_reason(job_pk: str, status: str) -> str:
+    """Why a locked case is left alone: ``"job 3f2c…, Succeeded"``."""
+    return f"job {_short(job_pk)}, {status or 'status unknown'}"
+
+
 def _unchanged(case_id: str, entry: CaseEntry, view: ServerFacts | None) -> Action:
     job = entry.job
     assert job is not None  # settled_fingerprints only lists entries with a job
@@ -217,7 +222,7 @@ def _unchanged(case_id: str, entry: CaseEntry, view: ServerFacts | None) -> Acti
     # (built directly: a re-apply of a locked study makes one per case, 100,000 of them)
     return frozen_instance(Action, {
         "kind": ActionKind.UNCHANGED, "case_id": case_id,
-        "reason": f"job {_short(job.pk)}, {status or 'status unknown'}",
+        "reason": unchanged_reason(job.pk, status),
         "changed": (), "job_pk": job.pk, "status": status, "fingerprint": entry.fingerprint})
 
 

@@ -77,3 +77,24 @@ def test_canonical_json_is_order_free_and_refuses_nan() -> None:
     assert hashing.canonical_json({"b": 1, "a": [1, "é"]}) == '{"a":[1,"é"],"b":1}'
     with pytest.raises(ValueError):
         hashing.canonical_json(float("nan"))
+
+
+def test_two_processes_saving_one_cache_keep_each_others_digests(tmp_path: Path) -> None:
+    """Shards of one study hash their own files and save one cache: neither loses the
+    other's entries."""
+    cache = tmp_path / ".gcbatch" / "hash-cache.json"
+    files = []
+    for name in ("a.bin", "b.bin"):
+        path = tmp_path / name
+        path.write_bytes(name.encode() * 100)
+        past = time.time() - 3600
+        os.utime(path, (past, past))
+        files.append(path)
+    first, second = FileHasher(cache), FileHasher(cache)  # both read an empty cache
+    first.digest(files[0])
+    second.digest(files[1])
+    first.save()
+    second.save()
+    again = FileHasher(cache)
+    assert again.cached_digest(str(files[0])) is not None
+    assert again.cached_digest(str(files[1])) is not None

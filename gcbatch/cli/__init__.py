@@ -39,6 +39,7 @@ _COMMAND_MODULES: dict[str, str] = {
     "plan": "gcbatch.cli.plan",
     "apply": "gcbatch.cli.apply",
     "adopt": "gcbatch.cli.adopt",
+    "lock": "gcbatch.cli.lock",
     "status": "gcbatch.cli.results",
     "wait": "gcbatch.cli.results",
     "download": "gcbatch.cli.results",

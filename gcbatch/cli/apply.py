@@ -18,7 +18,7 @@ import signal
 import sys
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -30,7 +30,6 @@ from gcbatch.cli.common import (
     manifest_argument,
     target_options,
 )
-from gcbatch.engine.executor import Executor
 from gcbatch.engine.options import (
     DEFAULT_ANSWER_WINDOW,
     DEFAULT_CONCURRENCY,
@@ -43,6 +42,9 @@ from gcbatch.operations.apply import apply as apply_study
 from gcbatch.operations.session import connect
 from gcbatch.operations.study import open_study
 from gcbatch.views.view import make_view
+
+if TYPE_CHECKING:  # the engine is imported by the run that needs it, not by a stamped one
+    from gcbatch.engine.executor import Executor
 
 __all__ = ["COMMANDS", "apply"]
 

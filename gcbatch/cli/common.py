@@ -5,7 +5,8 @@ targeting flags, so a user learns them once::
 
     gcbatch <command> MANIFEST [--server URL] [--token-file PATH] [--sandbox]
                                [--ca-bundle PATH] [--truststore]
-                               [--lockfile PATH] [--json] [--case ID ...] [--select GLOB ...]
+                               [--lockfile PATH] [--shard I/N] [--json]
+                               [--case ID ...] [--select GLOB ...]
 
 Use the decorators, which collect the flags into frozen values (so a command's signature
 stays short and the values can be passed on to core code unchanged)::
@@ -35,9 +36,11 @@ from typing import Any, TypeVar
 
 import click
 
+from gcbatch.errors import ConfigError
+
 # the values live below the CLI (operations and the engine use them without click)
 from gcbatch.operations.study import ConnectionOptions
-from gcbatch.targeting import Targeting
+from gcbatch.targeting import Shard, Targeting, parse_shard
 
 __all__ = [
     "ConnectionOptions",
@@ -84,7 +87,7 @@ tls_options = [
 
 def connection_options(func: F) -> F:
     """Add ``--server``, ``--token-file``, ``--sandbox``, ``--ca-bundle``, ``--truststore``,
-    ``--lockfile`` → ``connection``."""
+    ``--lockfile``, ``--shard`` → ``connection``."""
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -93,6 +96,7 @@ def connection_options(func: F) -> F:
             token_file=kwargs.pop("token_file"),
             sandbox=kwargs.pop("sandbox"),
             lockfile=kwargs.pop("lockfile"),
+            shard=kwargs.pop("shard"),
             ca_bundle=kwargs.pop("ca_bundle"),
             truststore=kwargs.pop("truststore"),
         )
@@ -127,11 +131,29 @@ def connection_options(func: F) -> F:
             default=None,
             help="Use this lockfile instead of the one beside the manifest.",
         ),
+        click.option(
+            "--shard",
+            metavar="I/N",
+            default=None,
+            callback=_shard_value,
+            help="Only shard I of N (0 <= I < N; a stable hash of the case id), with its "
+            "own lockfile <stem>.shard-I-of-N.lock: N processes on N hosts. "
+            "`gcbatch lock merge` folds the shards' lockfiles into one.",
+        ),
     ]
     decorated: Any = wrapper
     for option in reversed(options):
         decorated = option(decorated)
     return decorated  # type: ignore[no-any-return]
+
+
+def _shard_value(ctx: click.Context, param: click.Parameter, value: str | None) -> Shard | None:
+    if value is None:
+        return None
+    try:
+        return parse_shard(value)
+    except ConfigError as exc:
+        raise click.BadParameter(str(exc).removeprefix(f"--shard {value!r}: ")) from None
 
 
 def json_option(func: F) -> F:

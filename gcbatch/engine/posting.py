@@ -301,6 +301,15 @@ class Posting:
         except ValueError:
             sent = None
         if sent is None:
+            payload = intent.payload
+            if isinstance(payload, dict) and payload.get("rebuilt") is True:
+                # `gcbatch lock rebuild` found several jobs that may be this case's: they
+                # exist, so sending again (even when asked) would make one more
+                listed = ", ".join(str(j) for j in payload.get("candidates") or [])
+                run.outcome(case.id, Outcome.IN_DOUBT, "the rebuilt lockfile found several "
+                            f"jobs with this case's inputs ({listed}); record the right one "
+                            f"with `gcbatch adopt MANIFEST {case.id} JOB --force`")
+                return None
             # an intent we cannot read (another tool/version): never guess
             if run.options.resubmit_in_doubt:
                 return build_sent(run, case)

@@ -39,6 +39,8 @@ out). The server is asked through :class:`~gcbatch.api.server_view.ServerView`.
 
 from __future__ import annotations
 
+import itertools
+import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -266,6 +268,10 @@ class Reconciler:
         self._sleep = sleep
         self._clock = clock
         self._jobs_cache: tuple[Job, ...] | None = None
+        #: one full read at a time, shared: see :meth:`jobs`
+        self._read_lock = threading.Lock()
+        self._read_started = 0
+        self._asks = itertools.count(1)
 
     @classmethod
     def for_view(cls, view: ServerView, algorithm_pk: str, **kwargs: Any) -> Reconciler:
@@ -281,9 +287,17 @@ class Reconciler:
         )
 
     def jobs(self, *, refresh: bool = False) -> tuple[Job, ...]:
-        if self._jobs_cache is None or refresh:
+        """Every job of the algorithm: read once and shared by the workers. ``refresh``
+        wants a read that began after it asked: a worker that asks while another's read
+        is under way waits for the next one, and every worker waiting then shares that
+        one (three cases in doubt read the list once, not three or nine times)."""
+        asked = next(self._asks)
+        with self._read_lock:
+            if self._jobs_cache is not None and (not refresh or self._read_started > asked):
+                return self._jobs_cache
+            self._read_started = next(self._asks)
             self._jobs_cache = tuple(self._list_jobs())
-        return self._jobs_cache
+            return self._jobs_cache
 
     def recent_jobs(self) -> tuple[Job, ...]:
         """The newest jobs of the algorithm (where a job made minutes ago must be)."""

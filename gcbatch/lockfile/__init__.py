@@ -62,6 +62,7 @@ so there is no cycle::
     journal   the event vocabulary, the append-only journal, folding events (replay)
     oslock    the OS lock that keeps a second gcbatch out
     disk      load (with the journal folded in, read-only) and atomic save
+    merge     lockfiles of one study folded into one (``gcbatch lock merge``)
     store     LockfileStore: lock → load → replay → journal-first events → checkpoints
 
 This module is the package's face: import from here (``from gcbatch.lockfile import

@@ -10,9 +10,13 @@ from __future__ import annotations
 from pathlib import Path
 
 
-def lockfile_path_for(manifest: Path, *, sandbox: bool = False) -> Path:
-    """``study.yaml`` → ``study.lock`` (``study.sandbox.lock`` for the sandbox)."""
+def lockfile_path_for(manifest: Path, *, sandbox: bool = False, shard: str = "") -> Path:
+    """``study.yaml`` → ``study.lock`` (``study.sandbox.lock`` for the sandbox); a shard's
+    own: ``study.shard-0-of-4.lock`` (``shard`` is its label), so the processes of N
+    shards never share a lockfile, a journal or an OS lock."""
     suffix = ".sandbox.lock" if sandbox else ".lock"
+    if shard:
+        suffix = f".{shard}{suffix}"
     return manifest.with_name(manifest.stem + suffix)
 
 

@@ -310,9 +310,10 @@ def check_belongs(
         raise LockfileError(
             f"{source} belongs to server {lockfile.server}, not {server}: its job pks only "
             "mean something there. If both URLs reach the same server (a proxy, another "
-            f"name), run with --server {lockfile.server}, or move the study to the new URL "
-            "as README's 'Moving a study to another URL' says. Do not start a new lockfile "
-            "for the same server: every case would be submitted again"
+            f"name), run with --server {lockfile.server}, or move the lockfile to the new "
+            f"URL with `gcbatch lock move MANIFEST --server {server}` (it checks that the "
+            "URL reaches the same server and keeps every case in doubt as it is). Do not "
+            "start a new lockfile for the same server: every case would be submitted again"
             + (f", {doubt} in doubt included" if doubt else "")
         )
     if algorithm is not None and lockfile.algorithm.slug != algorithm:

@@ -21,17 +21,18 @@ when something is sent (earlier jobs still active hold slots) or ``--retry-faile
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import replace
+from typing import TYPE_CHECKING
 
 from gcbatch.api.server_view import ServerView
-from gcbatch.engine.executor import Executor
-from gcbatch.engine.neighbours import Neighbours
 from gcbatch.engine.options import ApplyOptions
 from gcbatch.engine.outcomes import ApplySummary, CaseOutcome, Outcome
 from gcbatch.events import CreditsExhausted, Hook, ignore
 from gcbatch.hashing import FileHasher
-from gcbatch.lockfile import AlgorithmRef, LockfileStore
+from gcbatch.lockfile import AlgorithmRef, FileLock, LockfileStore, oslock_path_for
+from gcbatch.operations import lock_merge, settled_stamp
 from gcbatch.operations.session import Session
 from gcbatch.operations.study import Study
 from gcbatch.perf import gc_frozen, gc_paused
@@ -46,6 +47,9 @@ from gcbatch.preflight import (
 )
 from gcbatch.sources import Case, expand
 from gcbatch.statuses import TERMINAL_STATUSES
+
+if TYPE_CHECKING:
+    from gcbatch.engine.executor import Executor
 
 __all__ = ["apply", "explicit_item_pks", "may_upload", "refresh_open_jobs"]
 
@@ -63,9 +67,20 @@ def apply(
     engine before it runs (the CLI wires Ctrl-C to its ``request_stop``)."""
     manifest = study.manifest
     view = session.view
+    # shards and the whole study never diverge into submitting a case twice
+    lock_merge.refuse_unmerged_shards(study)
+    lock_merge.take_in_whole(study)
+    use_stamp = settled_stamp.applies_to(study, everything=options.targeting.everything,
+                                         retry_failed=options.retry_failed)
+    if use_stamp:
+        stamped = _from_stamp(study, session)
+        if stamped is not None:
+            return stamped
     store = LockfileStore.open(study.lockfile, server=study.server,
                                algorithm=AlgorithmRef(manifest.algorithm),
                                checkpoint_every=options.checkpoint_every)
+    stampable = False
+    jobs: dict[str, tuple[str, str]] = {}
     try:
         # Everything local is checked before the first request (the promise of exit 2,
         # "nothing was sent"): the lockfile above, and here the manifest's cases, their
@@ -73,9 +88,10 @@ def apply(
         hasher = FileHasher(study.hash_cache)
         settled_before = settled_fingerprints(store.lockfile,
                                               retry_failed=options.retry_failed)
+        only = study.shard.contains if study.shard is not None else None
         with gc_paused():  # 100,000 cases: see gcbatch.perf
             expansion = expand(manifest, archive_items=None, hasher=hasher,
-                               settled=settled_before)
+                               settled=settled_before, only=only)
         algorithm = require_algorithm(view.algorithm(manifest.algorithm), manifest.algorithm)
         if (store.lockfile.algorithm.pk, store.lockfile.algorithm.api_url) != (
                 algorithm.pk, algorithm.api_url):
@@ -93,9 +109,9 @@ def apply(
                 # again, for the cases that needed the server's answers (archive items,
                 # newly failed jobs); locked ones still come back as ids only (`settled`)
                 expansion = expand(manifest, archive_items=archive_items, hasher=hasher,
-                                   settled=settled_now)
+                                   settled=settled_now, only=only)
             hasher.save()
-            targeting = options.targeting
+            targeting = options.targeting.within(study.shard)
             targeting.check_known(expansion.case_ids)
             targeted = [c for c in expansion.cases if targeting.matches(c.id)]
             settled = [cid for cid in expansion.settled if targeting.matches(cid)]
@@ -133,6 +149,10 @@ def apply(
             if to_send and not options.retry_failed:
                 # which earlier jobs still hold active-job slots (nothing to send: no need)
                 refresh_open_jobs(view, store, algorithm.pk)
+        # imported here: a re-apply answered by the settled stamp never needs the engine
+        from gcbatch.engine.executor import Executor
+        from gcbatch.engine.neighbours import Neighbours
+
         executor = Executor(session.client, store, algorithm, options, items=items_by_pk,
                             on_event=on_event, scratch_dir=study.scratch)
         if readiness is not None and readiness.blocks:
@@ -151,13 +171,41 @@ def apply(
                 summary = executor.run(targeted, plan)
         finally:
             neighbours.close()
-        if not blocked:
-            return summary
-        left_out = tuple(CaseOutcome(cid, Outcome.BLOCKED, f"not sent: {why}")
-                         for cid, why in sorted(blocked.items()))
-        return replace(summary, outcomes=summary.outcomes + left_out)
+        if blocked:
+            left_out = tuple(CaseOutcome(cid, Outcome.BLOCKED, f"not sent: {why}")
+                             for cid, why in sorted(blocked.items()))
+            summary = replace(summary, outcomes=summary.outcomes + left_out)
+        stampable = (use_stamp and not blocked and not expansion.cases
+                     and summary.exit_code == 0
+                     and all(a.kind == ActionKind.UNCHANGED for a in plan.actions))
+        if stampable:
+            jobs = {cid: (e.job.pk, e.job.status) for cid, e in store.lockfile.cases.items()
+                    if e.job is not None and e.pending is None}
     finally:
         store.close()
+    if stampable:
+        settled_stamp.write(study, hasher, summary, store.lockfile.algorithm, jobs)
+    else:
+        settled_stamp.forget(study)
+    return summary
+
+
+def _from_stamp(study: Study, session: Session) -> ApplySummary | None:
+    """A fully locked study's answer from its settled stamp (see
+    :mod:`gcbatch.operations.settled_stamp`), or None: take the full path."""
+    started = time.monotonic()
+    stamp = settled_stamp.read_valid(study)
+    if stamp is None:
+        return None
+    # under the lockfile's OS lock, as any apply (a running one refuses us the same way)
+    with FileLock(oslock_path_for(study.lockfile)):
+        if settled_stamp.lock_key(study.lockfile) != stamp.lock:
+            return None  # written meanwhile
+        algorithm = require_algorithm(session.view.algorithm(study.algorithm), study.algorithm)
+        if (algorithm.pk, algorithm.api_url) != (stamp.algorithm.pk, stamp.algorithm.api_url):
+            return None
+        return stamp.summary(requests=session.client.requests_sent,
+                             elapsed=time.monotonic() - started)
 
 
 def may_upload(cases: Iterable[Case]) -> bool:

@@ -82,6 +82,7 @@ def plan(
     LockfileError (exit 2) before any request, PreflightError when the algorithm is not
     there."""
     manifest = study.manifest
+    targeting = targeting.within(study.shard)
     # a corrupt or foreign lockfile stops us before the first request
     lockfile = lockmod.load(study.lockfile, server=study.server, algorithm=manifest.algorithm)
     whole = lockfile  # before targeting: every case's jobs are claimed, targeted or not
@@ -102,7 +103,8 @@ def plan(
     # cases still locked as they are come back as ids only (see expand's `settled`)
     settled = settled_fingerprints(lockfile, retry_failed=retry_failed,
                                    job_status=facts.job_status if facts is not None else None)
-    expansion = expand(manifest, archive_items, hasher, settled=settled)
+    expansion = expand(manifest, archive_items, hasher, settled=settled,
+                       only=study.shard.contains if study.shard is not None else None)
     hasher.save()
     cases = expansion.cases
     settled_ids: Sequence[str] = expansion.settled

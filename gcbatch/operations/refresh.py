@@ -22,6 +22,7 @@ from gcbatch.errors import LockHeldError
 from gcbatch.events import Hook, StatusesNotRecorded, ignore
 from gcbatch.interrupts import uninterrupted
 from gcbatch.lockfile import AlgorithmRef, Lockfile
+from gcbatch.operations import settled_stamp
 from gcbatch.operations.session import Session
 from gcbatch.operations.study import Study
 from gcbatch.sources import expand
@@ -45,7 +46,9 @@ def scope(study: Study, targeting: Targeting, *,
     """Cases and input summaries; no file is read (ids and summaries need no contents).
     Archive generators expand only with ``archive_items`` (``download`` fetches them for
     the table; ``status``/``wait`` know those cases from the lockfile once applied)."""
-    expansion = expand(study.manifest, archive_items=archive_items, hasher=None)
+    targeting = targeting.within(study.shard)
+    expansion = expand(study.manifest, archive_items=archive_items, hasher=None,
+                       only=study.shard.contains if study.shard is not None else None)
     locked = lockmod.load(study.lockfile, server=study.server, algorithm=study.algorithm)
     locked_ids = set(locked.cases) if locked is not None else set()
     all_ids = tuple(sorted({case.id for case in expansion.cases} | locked_ids))
@@ -117,8 +120,12 @@ def _record(study: Study, algorithm: AlgorithmRef,
     meanwhile) lands on the old job in the history, which is what it describes."""
     # no intermediate checkpoints: the batch is checkpointed once, on close; Ctrl-C waits
     # for the store to be closed (a KeyboardInterrupt inside it could leave its lock taken)
-    with uninterrupted(), lockmod.LockfileStore.open(
-            study.lockfile, server=study.server, algorithm=algorithm,
-            checkpoint_every=1_000_000_000) as store:
-        known = store.lockfile.cases
-        store.statuses(u for u in updates if u[0] in known)
+    before = settled_stamp.lock_key(study.lockfile)
+    with uninterrupted():
+        with lockmod.LockfileStore.open(
+                study.lockfile, server=study.server, algorithm=algorithm,
+                checkpoint_every=1_000_000_000) as store:
+            known = store.lockfile.cases
+            store.statuses(u for u in updates if u[0] in known)
+        # statuses only: a settled stamp of the lockfile as it was stays true
+        settled_stamp.carry(study, before, updates)

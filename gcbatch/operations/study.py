@@ -20,6 +20,7 @@ from gcbatch.errors import ConfigError
 from gcbatch.hashing import default_cache_path
 from gcbatch.lockfile import lockfile_path_for
 from gcbatch.manifest import Manifest, load_manifest
+from gcbatch.targeting import Shard
 
 __all__ = ["SANDBOX_DIR", "SANDBOX_URL", "ConnectionOptions", "Study", "open_study"]
 
@@ -39,13 +40,16 @@ class ConnectionOptions:
     ``server``/``token_file`` None mean "not given" (the environment, the manifest or the
     default decide). ``sandbox`` starts the embedded emulator instead; it excludes
     ``server`` and ``token_file``. ``lockfile`` overrides the lockfile path beside the
-    manifest (``study.lock`` / ``study.sandbox.lock``).
+    manifest (``study.lock`` / ``study.sandbox.lock``). ``shard`` (``--shard I/N``): the
+    command works on that shard's cases, with the shard's own lockfile
+    (``study.shard-I-of-N.lock``).
     """
 
     server: str | None = None
     token_file: Path | None = None
     sandbox: bool = False
     lockfile: Path | None = None
+    shard: Shard | None = None
     #: the CA certificates to trust (``--ca-bundle``; None: the environment's, see
     #: :mod:`gcbatch.api.trust`) and whether to trust the operating system's store
     ca_bundle: Path | None = None
@@ -78,6 +82,8 @@ class Study:
     #: who named ``server``: a server only the manifest names needs the user's permission
     #: before the token goes there (:func:`gcbatch.api.settings.check_server_allowed`)
     server_source: ServerSource = "default"
+    #: ``--shard I/N``: only this shard's cases (its own lockfile, above)
+    shard: Shard | None = None
 
     @property
     def path(self) -> Path:
@@ -122,6 +128,8 @@ def open_study(manifest_path: Path, connection: ConnectionOptions) -> Study:
     else:
         choice = choose_server(connection.server, manifest_server=manifest.server)
         server, source = choice.url, choice.source
-    lockfile = connection.lockfile or lockfile_path_for(manifest_path, sandbox=connection.sandbox)
+    shard = connection.shard
+    lockfile = connection.lockfile or lockfile_path_for(
+        manifest_path, sandbox=connection.sandbox, shard=shard.label if shard else "")
     return Study(manifest=manifest, server=server, sandbox=connection.sandbox, lockfile=lockfile,
-                 server_source=source)
+                 server_source=source, shard=shard)

@@ -168,6 +168,14 @@ class SandboxAdmin:
         """``POST /_sandbox/config``: change settings (e.g. ``max_active_jobs=2``)."""
         return self._call("POST", "config", json=changes)
 
+    def add_history(self, algorithm: str, jobs: int, *, user: str = "demo",
+                    status: str = "Succeeded") -> Any:
+        """``POST /_sandbox/history``: ``jobs`` ended jobs of ``user`` on ``algorithm``
+        (an account's long history, in seconds), at the list's current end: add them
+        before the study's jobs are made."""
+        return self._call("POST", "history", json={"user": user, "algorithm": algorithm,
+                                                   "jobs": jobs, "status": status})
+
     def faults(self, since: int = 0) -> Any:
         """``GET /_sandbox/faults``: the plan, per-rule counters, fault events."""
         return self._call("GET", "faults", params={"since": since})

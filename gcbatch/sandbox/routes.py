@@ -175,5 +175,6 @@ ROUTES: tuple[Route, ...] = (
     Route(GET, "/_sandbox/requests/*", admin.requests, bare=True),
     Route(GET, "/_sandbox/config/*", admin.show_config, bare=True),
     Route(POST, "/_sandbox/config/*", admin.change_config, bare=True),
+    Route(POST, "/_sandbox/history/*", admin.add_history, bare=True),
     Route(ANY, "/_sandbox/{rest:path}", admin.not_found, bare=True),
 )

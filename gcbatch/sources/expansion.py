@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import glob as globlib
 import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 from gcbatch.errors import Finding, ManifestError
 from gcbatch.hashing import Hasher
@@ -32,6 +32,7 @@ def expand(
     *,
     collect: bool = False,
     settled: Mapping[str, str] | None = None,
+    only: Callable[[str], bool] | None = None,
 ) -> Expansion:
     """Expand ``manifest`` into cases sorted by id.
 
@@ -47,10 +48,14 @@ def expand(
     study costs a stat per input file, not a full expansion. Anything the quick way cannot
     tell (an uncached file, a glob inside a source) is expanded in full, so the answer is
     always the full expansion's.
+
+    ``only`` (a shard's test of a case id): cases it refuses are neither built nor hashed
+    nor returned (their ids are still checked for clashes); one shard of a 100,000-case
+    study reads only its own files.
     """
     with gc_paused():  # 100,000s of live objects: see gcbatch.perf
         return _expand(manifest, archive_items, hasher, collect=collect,
-                       settled=settled if hasher is not None else None)
+                       settled=settled if hasher is not None else None, only=only)
 
 
 def _expand(
@@ -60,6 +65,7 @@ def _expand(
     *,
     collect: bool,
     settled: Mapping[str, str] | None = None,
+    only: Callable[[str], bool] | None = None,
 ) -> Expansion:
     ex = Expander(manifest, hasher)
     quick = QuickFingerprints(ex) if settled is not None else None
@@ -82,6 +88,9 @@ def _expand(
 
     def add(spec: CaseSpec, case_id: str, values: Mapping[str, str] | None, origin: str,
             archive: str | None = None) -> None:
+        if only is not None and not only(case_id):
+            first_use(case_id, spec, origin)
+            return
         if settled is not None and quick is not None:
             locked = settled.get(case_id)
             if locked is not None and quick.fingerprint(spec, values, archive) == locked:

@@ -9,7 +9,8 @@ from pathlib import Path
 import gcbatch.lockfile as lf
 
 #: The order of gcbatch/lockfile/__init__.py's docstring: each imports only earlier ones.
-LAYERS = ("paths", "records", "encode", "decode", "journal", "oslock", "disk", "store")
+LAYERS = ("paths", "records", "encode", "decode", "journal", "oslock", "disk", "store",
+          "merge")
 
 
 def _imported_rooms(module: str) -> set[str]:
