@@ -114,11 +114,14 @@ class PatientData:
 
 @dataclass(frozen=True)
 class UploadsPaused:
-    """The server refused a new upload (upload quota); uploads pause this long."""
+    """The server refused an upload for a quota: uploading pauses until uploads are freed
+    (``seconds``: the wait before a single trial, when nothing is seen freed sooner).
+    ``quota``: "count" (too many live uploads) or "size" (the bytes of unused ones)."""
 
     kind: ClassVar[str] = "uploads_paused"
 
     seconds: float
+    quota: str = "count"
 
 
 @dataclass(frozen=True)

@@ -8,9 +8,7 @@ first upload, ``apply`` checks every case it is about to send (and ``plan`` ever
 that is not unchanged: a locked job is never blocked) against what the API shows about
 the algorithm, and reports *every* problem at once, each naming its case and socket:
 
-1. The algorithm exists, is visible to the user and has at least one interface. (Whether
-   its container image is ready the API does not show; the server's "Algorithm image is
-   not ready to be used" still stops the first POST, which creates nothing.)
+1. The algorithm exists, is visible to the user and has at least one interface.
 2. A case's socket set equals exactly one interface's input set (the server does not
    fill in defaults; check no. 6 of the job POST).
 3. Each source fits its socket's super kind: ``value``/``json`` → Value; ``file`` →
@@ -28,6 +26,9 @@ the algorithm, and reports *every* problem at once, each naming its case and soc
    tags, of a supported SOP class; ``image_name`` anywhere else is refused; DICOM on an
    Image socket is one series; local de-identification needs its extra installed.
 
+The checks that ask the server (``image:`` URLs the user may see, the readiness probe:
+image ready, credits) live in :mod:`gcbatch.readiness`.
+
 :func:`check_cases` is pure (values in, problems out); :func:`check_json_files` reads
 files; :func:`run_preflight` does both and raises :class:`PreflightError` (exit 2).
 """
@@ -36,7 +37,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -54,11 +54,27 @@ from gcbatch.dicom.deid import DeidentifierMissing, require
 from gcbatch.errors import PreflightError
 from gcbatch.lockfile import CaseEntry
 from gcbatch.manifest.naming import json_type
+from gcbatch.problems import Problem
+from gcbatch.readiness import (
+    READINESS,
+    Readiness,
+    ReadinessKind,
+    RefusalKind,
+    image_problems,
+    image_urls,
+    image_verdicts,
+    probe_readiness,
+    refusal_kind,
+)
 from gcbatch.sources import Case, Source
 from gcbatch.suggest import did_you_mean
 
 __all__ = [
+    "READINESS",
     "Problem",
+    "Readiness",
+    "ReadinessKind",
+    "RefusalKind",
     "blocked_cases",
     "check_algorithm",
     "check_cases",
@@ -66,7 +82,12 @@ __all__ = [
     "check_json_files",
     "dicom_patient_data",
     "duplicate_values",
+    "image_problems",
+    "image_urls",
+    "image_verdicts",
     "is_json_file_socket",
+    "probe_readiness",
+    "refusal_kind",
     "require_algorithm",
     "run_preflight",
     "value_only_key",
@@ -87,22 +108,6 @@ _HINT = {
 }
 
 
-@dataclass(frozen=True)
-class Problem:
-    """One reason a case cannot be submitted as it is. ``socket`` is "" for case-level."""
-
-    case: str
-    socket: str
-    message: str
-
-    def render(self) -> str:
-        where = f"case {self.case}" if self.case else "algorithm"
-        if self.socket:
-            where += f", socket {self.socket}"
-        return f"{where}: {self.message}"
-
-    def as_json(self) -> dict[str, str]:
-        return {"case": self.case, "socket": self.socket, "message": self.message}
 
 
 def is_json_file_socket(socket: Socket) -> bool:
@@ -381,15 +386,19 @@ def run_preflight(
     json_reader: Callable[[Path], str | None] = _default_json_reader,
     all_cases: Sequence[Case] | None = None,
     locked: Mapping[str, CaseEntry] | None = None,
+    images: Mapping[str, str | None] | None = None,
 ) -> None:
     """All checks; :class:`PreflightError` (exit 2) listing every problem, if any.
 
     ``all_cases``: see :func:`check_cases` (the per-case checks cover ``cases`` only).
+    ``images``: :func:`image_verdicts` for the cases' ``image:`` URLs (None: not asked).
     """
     known = require_algorithm(algorithm, slug)
     problems = check_cases(cases, known, items=items, all_cases=all_cases, locked=locked)
     problems += check_json_files(cases, known, reader=json_reader)
     problems += check_dicom_inputs(cases, known)
+    if images is not None:
+        problems += image_problems(cases, images)
     if problems:
         raise PreflightError([p.render() for p in problems])
 
@@ -403,12 +412,15 @@ def require_algorithm(algorithm: Algorithm | None, slug: str) -> Algorithm:
 
 
 def blocked_cases(
-    cases: Sequence[Case], algorithm: Algorithm, items: Mapping[str, ArchiveItem]
+    cases: Sequence[Case], algorithm: Algorithm, items: Mapping[str, ArchiveItem],
+    images: Mapping[str, str | None] | None = None,
 ) -> dict[str, str]:
     """case id → every problem of that case, joined (what ``plan`` shows as ``! blocked``)."""
     problems = check_cases(cases, algorithm, items=items)
     problems += check_json_files(cases, algorithm)
     problems += check_dicom_inputs(cases, algorithm)
+    if images is not None:
+        problems += image_problems(cases, images)
     out: dict[str, list[str]] = {}
     for p in problems:
         out.setdefault(p.case, []).append(f"{p.socket}: {p.message}" if p.socket else p.message)

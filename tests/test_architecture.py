@@ -24,7 +24,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("engine", ("gcbatch.engine",)),
     ("domain", ("gcbatch.manifest", "gcbatch.sources", "gcbatch.targeting", "gcbatch.plan",
                 "gcbatch.preflight", "gcbatch.status", "gcbatch.tables", "gcbatch.polling",
-                "gcbatch.dicom")),
+                "gcbatch.dicom", "gcbatch.problems", "gcbatch.readiness")),
     ("state", ("gcbatch.lockfile", "gcbatch.hashing")),
     ("api", ("gcbatch.api",)),
     ("base", ("gcbatch.errors", "gcbatch.events", "gcbatch.statuses", "gcbatch.perf",

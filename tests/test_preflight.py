@@ -231,3 +231,101 @@ def test_a_case_to_send_duplicating_a_locked_case_is_reported() -> None:
     dups = [p.case for p in check_cases([twin], ALG, locked={"old": locked(3)})
             if "same inputs" in p.message]
     assert dups == ["twin"]
+
+
+# -------------------------------------------------------------------- what the server tells
+
+
+def _sandbox_client(tmp_path: Path, **config: Any) -> tuple[Any, Any]:
+    from gcbatch.api.client import GrandChallengeClient
+    from gcbatch.sandbox.app import SandboxApp
+    from gcbatch.sandbox.config import SandboxConfig
+
+    app = SandboxApp(tmp_path / "sb.db", config=SandboxConfig().replace(**config))
+    client = GrandChallengeClient("http://127.0.0.1:9/api/v1/", app.token("demo"),
+                                  transport=app.transport())
+    return app, client
+
+
+@pytest.mark.parametrize(("config", "kind"), [
+    ({}, "ready"),
+    ({"not_ready_algorithms": "risk-calculator"}, "not_ready"),
+    ({"credits_per_month": 0}, "no_credits"),
+    ({"max_active_jobs": 0}, "at_limit"),
+])
+def test_readiness_is_asked_with_a_job_post_that_can_make_no_job(
+        tmp_path: Path, config: dict[str, Any], kind: str) -> None:
+    from gcbatch.preflight import probe_readiness
+
+    app, client = _sandbox_client(tmp_path, **config)
+    try:
+        algorithm = client.get_algorithm("risk-calculator")
+        readiness = probe_readiness(client, algorithm)
+        assert readiness.kind == kind
+        assert readiness.blocks == (kind in ("not_ready", "no_credits"))
+        assert app.stats()["users"]["demo"]["jobs"] == 0
+        if readiness.blocks:
+            assert "nothing was uploaded" in readiness.explain("risk-calculator")
+    finally:
+        client.close()
+        app.close()
+
+
+def test_readiness_is_not_asked_when_an_interface_takes_no_inputs() -> None:
+    from gcbatch.preflight import probe_readiness
+
+    odd = Algorithm(pk="a", api_url="http://x/api/v1/algorithms/a/", slug="alg",
+                    interfaces=(Interface(inputs=(CT,)), Interface(inputs=())))
+
+    class NoPost:
+        def create_job(self, *args: Any) -> Any:
+            raise AssertionError("a POST with no inputs could make a job here")
+
+    readiness = probe_readiness(NoPost(), odd)  # type: ignore[arg-type]
+    assert readiness.kind == "unknown" and not readiness.blocks
+
+
+def test_refusals_are_told_apart_by_the_platforms_words() -> None:
+    from gcbatch.errors import RequestRejectedError
+    from gcbatch.preflight import refusal_kind
+
+    def refused(message: str) -> RequestRejectedError:
+        return RequestRejectedError(message, status=400, body={"non_field_errors": [message]})
+
+    assert refusal_kind(refused("Algorithm image is not ready to be used")) == "not_ready"
+    assert refusal_kind(refused("You have run out of algorithm credits")) == "credits"
+    assert refusal_kind(refused("You have too many active jobs, please try again after "
+                                "they have completed")) == "too_many_active"
+    assert refusal_kind(refused("The set of inputs provided does not match any of the "
+                                "algorithm's interfaces. ...")) == "interfaces"
+    assert refusal_kind(refused("JSON does not fulfill schema")) == "other"
+
+
+def test_image_urls_the_user_may_not_see_are_problems(tmp_path: Path) -> None:
+    from gcbatch.preflight import image_problems, image_urls, image_verdicts
+
+    app, client = _sandbox_client(tmp_path)
+    try:
+        items = client.list_archive_items(client.get_archive("lung-archive").pk)
+        visible = next(v.image for item in items for v in item.values if v.image)
+        assert visible
+        hidden = "http://127.0.0.1:9/api/v1/cases/images/00000000-0000-4000-8000-000000000000/"
+        foreign = "https://elsewhere.example/api/v1/cases/images/x/"
+        cases = [case("ok", Source(socket="ct-image", kind="image", image_url=visible)),
+                 case("hidden", Source(socket="ct-image", kind="image", image_url=hidden)),
+                 case("foreign", Source(socket="ct-image", kind="image", image_url=foreign)),
+                 case("again", Source(socket="ct-image", kind="image", image_url=hidden))]
+        urls = image_urls(cases)
+        assert urls == [visible, hidden, foreign]  # each asked once
+        verdicts = image_verdicts(client, urls)
+        assert verdicts[visible] is None
+        problems = image_problems(cases, verdicts)
+        assert sorted(p.case for p in problems) == ["again", "foreign", "hidden"]
+        assert "may not see it" in next(p.message for p in problems if p.case == "hidden")
+        assert "not an image URL of this server" in next(
+            p.message for p in problems if p.case == "foreign")
+        with pytest.raises(PreflightError, match="may not see it"):
+            run_preflight(cases, ALG, "alg", images=verdicts)
+    finally:
+        client.close()
+        app.close()

@@ -1,7 +1,9 @@
 """``gcbatch apply MANIFEST``: upload and submit, exactly once; safe to re-run at any time.
 
-Thin: parse flags → :func:`gcbatch.operations.apply.apply` → a view → exit code (0 done, 1 some case failed or stays in doubt, 2 invalid input with nothing
-sent, 4 stopped because the credits ran out, 130 Ctrl-C).
+Thin: parse flags → :func:`gcbatch.operations.apply.apply` → a view → exit code (0 done,
+1 some case failed or stays in doubt, or the algorithm's image is not ready, 2 invalid
+input with nothing sent, 4 stopped by a quota: the credits ran out, or an upload quota
+that cannot free itself, 130 Ctrl-C).
 
 Ctrl-C once: no new case starts, requests in flight finish, the lockfile is checkpointed,
 exit 130. Twice: exit at once; the journal already holds every intent, so the next apply
@@ -93,10 +95,10 @@ class _Interrupts:
 @click.option("--concurrency", type=click.IntRange(1, 256), default=DEFAULT_CONCURRENCY,
               show_default=True, help="Cases worked on at once (uploads and job POSTs).")
 @click.option("--max-active", type=click.IntRange(1, 10_000), default=None,
-              help="Keep at most this many of your jobs active. Default: auto, no limit of "
-                   "gcbatch's own; when the server refuses with \"too many active jobs\" "
-                   "(nothing is created), gcbatch keeps to what it holds then and refills a "
-                   "slot as each job ends (Grand Challenge allows 16 by default).")
+              help="Keep at most this many of your jobs active. Default: auto: gcbatch "
+                   "proves the server's limit one job POST at a time (Grand Challenge "
+                   "allows 16 by default; it goes above that only when the server admits "
+                   "it), then keeps that many active, refilling a slot as each job ends.")
 @click.option("--replace", is_flag=True,
               help="Resubmit cases whose inputs changed (the old job stays in the history).")
 @click.option("--retry-failed", is_flag=True,
@@ -109,6 +111,10 @@ class _Interrupts:
               help="Send in-doubt cases again even when the server shows ambiguous matches.")
 @click.option("--reconcile-wait", type=click.FloatRange(0, 3600), default=60.0, hidden=True,
               help="Seconds to wait for validating jobs while reconciling.")
+@click.option("--upload-quota-wait", type=click.FloatRange(0, 86400), default=60.0,
+              show_default=True,
+              help="Seconds to wait for a full upload quota that nothing of this run can "
+                   "free before stopping (exit 4).")
 @click.option("--answer-window", type=click.FloatRange(0, 86_400),
               default=DEFAULT_ANSWER_WINDOW, show_default=True,
               help="Seconds after an unanswered job POST before 'no job on the server' is "
@@ -129,6 +135,7 @@ def apply(
     keep_going: bool,
     resubmit_in_doubt: bool,
     reconcile_wait: float,
+    upload_quota_wait: float,
     answer_window: float,
     post_timeout: float,
 ) -> int:
@@ -143,7 +150,8 @@ def apply(
             concurrency=concurrency, max_active=max_active, targeting=targeting,
             replace=replace, keep_going=keep_going, retry_failed=retry_failed,
             resubmit_in_doubt=resubmit_in_doubt, reconcile_wait=reconcile_wait,
-            answer_window=answer_window, post_timeout=post_timeout,
+            upload_quota_wait=upload_quota_wait, answer_window=answer_window,
+            post_timeout=post_timeout,
         )
     except ValueError as exc:
         raise ConfigError(str(exc)) from None

@@ -96,7 +96,7 @@ class Executor:
             client=client, view=ServerView(client), store=store, algorithm=algorithm,
             options=options,
             slots=Slots(max_active=options.max_active, lookahead=options.lookahead, stop=stop,
-                        clock=clock),
+                        clock=clock, upload_patience=options.upload_quota_wait),
             tally=Tally(), emit=on_event, stop=stop, clock=clock, sleep=sleep,
             items=dict(items or {}), scratch=scratch_dir)
         self._uploading = Uploading(self.run_context)
@@ -169,6 +169,7 @@ class Executor:
         return ApplySummary(
             outcomes=run.tally.outcomes(),
             stopped_by_credits=run.slots.stopped_by_credits,
+            stop_reason=run.slots.stop_reason,
             interrupted=run.stopping and not run.slots.stopped_by_credits
             and not run.failed_hard,
             elapsed=run.clock() - started,

@@ -67,6 +67,9 @@ class ApplyOptions:
     poll_min: float = 0.2
     poll_max: float = 5.0
     lookahead: int = DEFAULT_LOOKAHEAD
+    #: seconds an upload quota may stay full, with nothing of this run on its way to free
+    #: it, before uploading stops (exit 4)
+    upload_quota_wait: float = 60.0
     #: the lockfile is rewritten after this many events, and at least every
     #: ``checkpoint_seconds`` while events happen (a rewrite is O(cases); events are O(1))
     checkpoint_every: int = 5000

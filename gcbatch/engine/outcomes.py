@@ -43,6 +43,9 @@ class ApplySummary:
 
     outcomes: tuple[CaseOutcome, ...]
     stopped_by_credits: bool = False
+    #: why sending stopped early: "credits", "uploads" (an upload quota that could not
+    #: free itself), "not_ready" (the algorithm's image); "" when it did not
+    stop_reason: str = ""
     interrupted: bool = False
     elapsed: float = 0.0
     bytes_uploaded: int = 0
@@ -60,8 +63,10 @@ class ApplySummary:
     def exit_code(self) -> int:
         if self.interrupted:
             return EXIT_INTERRUPTED
-        if self.stopped_by_credits:
+        if self.stopped_by_credits or self.stop_reason in ("credits", "uploads"):
             return EXIT_QUOTA
+        if self.stop_reason:
+            return EXIT_FAILURE
         if self.of(Outcome.FAILED, Outcome.IN_DOUBT, Outcome.BLOCKED):
             return EXIT_FAILURE
         return EXIT_OK
@@ -70,6 +75,7 @@ class ApplySummary:
         return {
             "summary": self.counts(),
             "stopped_by_credits": self.stopped_by_credits,
+            "stopped_by": self.stop_reason or None,
             "interrupted": self.interrupted,
             "elapsed_seconds": round(self.elapsed, 3),
             "bytes_uploaded": self.bytes_uploaded,

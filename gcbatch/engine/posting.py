@@ -6,7 +6,10 @@ intent at stage ``post`` (fsynced), send the POST once, and record what the answ
 - a job → ``submitted``;
 - "too many active jobs" → nothing was created: learn the cap, wait for a slot, POST again
   (the intent goes back to stage ``upload``: a definite answer never leaves a doubt);
-- "out of credits" → nothing was created: stop every POST of the run (exit 4);
+- "out of credits" → nothing was created: stop every POST of the run (exit 4); so does
+  "Algorithm image is not ready" (exit 1). The case's uploads stay journalled for the
+  next apply (the same POST, later), and a stop after any of these refusals leaves no
+  false doubt;
 - 429 / no connection → nothing was sent: try again after a pause, a few times;
 - "a result for these inputs already exists" → find that job (:meth:`Posting.adopt_duplicate`);
 - another 4xx → refused: the case fails;
@@ -45,7 +48,7 @@ from gcbatch.engine.reconcile import (
 )
 from gcbatch.engine.sent import Sent, Stage, job_inputs
 from gcbatch.engine.slots import Slots
-from gcbatch.engine.uploading import Uploading, journal_intent
+from gcbatch.engine.uploading import Uploading, journal_intent, not_sent_reason
 from gcbatch.errors import (
     ApiError,
     DuplicateJobError,
@@ -61,6 +64,7 @@ from gcbatch.errors import (
 )
 from gcbatch.events import CreditsExhausted, LookingForJob, Resending
 from gcbatch.lockfile import CaseEntry
+from gcbatch.preflight import refusal_kind
 from gcbatch.sources import Case
 from gcbatch.statuses import TERMINAL_STATUSES
 
@@ -131,10 +135,11 @@ class Posting:
         (or parked: :class:`CaseParked`). ``posts``: unanswered POSTs of this case so far."""
         run = self.run
         ahead = _Ahead(run.slots)
+        holding = False  # finished uploads wait for this case's POST (upload quotas)
         try:
             if sent.has_uploads:
                 if not ahead.take():
-                    raise run.stop_case(case.id, Outcome.WAITING, "not submitted (stopped)")
+                    raise run.stop_case(case.id, Outcome.WAITING, not_sent_reason(run))
                 journal_intent(run, case, sent.at_stage(Stage.UPLOAD))
                 try:
                     sent = self.uploading.ensure(case, sent)
@@ -143,9 +148,22 @@ class Posting:
                     # the other cases are not affected (no stop of the run)
                     run.store.rejected(case.id, str(exc))
                     raise run.stop_case(case.id, Outcome.FAILED, str(exc)) from None
+                run.slots.holding_uploads(1)
+                holding = True
             self._post_until_done(case, sent, retrying=retrying, ahead=ahead, posts=posts)
         finally:
+            if holding:
+                run.slots.holding_uploads(-1)
             ahead.release()
+
+    def _keep_for_later(self, case: Case, sent: Sent) -> None:
+        """The server definitely made no job, and this run POSTs no more: the uploads stay
+        journalled (stage "upload": the next apply POSTs with them while they live — the
+        same POST, later); a value-only case has nothing to keep, and is not in doubt."""
+        if sent.has_uploads:
+            journal_intent(self.run, case, sent.at_stage(Stage.UPLOAD))
+        else:
+            self.run.store.rejected(case.id, "not submitted")
 
     def _post_until_done(self, case: Case, sent: Sent, *, retrying: bool,
                          ahead: _Ahead, posts: int) -> None:
@@ -153,14 +171,9 @@ class Posting:
         unsent_retries = 0
         for _ in range(_MAX_POST_ROUNDS):
             if not run.slots.reserve():
-                stopped_by_credits = run.slots.stopped_by_credits
-                if stopped_by_credits and sent.has_uploads:
-                    # credits come back in weeks, uploads expire in a day: let them go
-                    run.store.rejected(case.id, "out of algorithm credits")
-                # on Ctrl-C the intent stays (stage "upload": certainly no job), so the
-                # next run reuses these uploads without asking the server anything
-                why = "out of credits" if stopped_by_credits else "stopped"
-                raise run.stop_case(case.id, Outcome.WAITING, f"not submitted ({why})")
+                # after a refusal the intent is back at stage "upload" (certainly no
+                # job), so the next run reuses these uploads without asking the server
+                raise run.stop_case(case.id, Outcome.WAITING, not_sent_reason(run))
             # the slot is ours now: this case no longer counts as "uploaded ahead"
             ahead.release()
             sent = self._note_known_series(sent)
@@ -179,7 +192,7 @@ class Posting:
                 continue
             except OutOfCreditsError:
                 first = run.slots.credits_exhausted()
-                run.store.rejected(case.id, "out of algorithm credits")
+                self._keep_for_later(case, sent)
                 if first:
                     run.emit(CreditsExhausted())
                 raise run.stop_case(case.id, Outcome.WAITING,
@@ -203,8 +216,14 @@ class Posting:
                 run.slots.in_doubt(case.id)
                 self._park(Parked(case=case, sent=posting, posted_at=posted_at,
                                   why=str(exc), posts=posts + 1, retrying=retrying))
-            except RequestRejectedError as exc:
-                if not (sent.has_uploads and consumed_our_upload(exc)):
+            except (RequestRejectedError, ApiError) as exc:
+                if refusal_kind(exc) == "not_ready":  # the image changed during the run
+                    run.slots.image_not_ready()
+                    self._keep_for_later(case, sent)
+                    raise run.stop_case(case.id, Outcome.WAITING,
+                                        not_sent_reason(run)) from None
+                if not (isinstance(exc, RequestRejectedError) and sent.has_uploads
+                        and consumed_our_upload(exc)):
                     run.slots.released()
                     run.store.rejected(case.id, str(exc))
                     raise
@@ -215,10 +234,6 @@ class Posting:
                                   why="the server says this case's upload no longer exists "
                                       "(a job consumed it)",
                                   posts=posts, consumed=True, retrying=retrying))
-            except ApiError as exc:
-                run.slots.released()
-                run.store.rejected(case.id, str(exc))
-                raise
             run.slots.created(job.pk)
             run.job_created(job.pk)
             run.record_job(case.id, job, case.fingerprint, case.digests(), adopted=False)

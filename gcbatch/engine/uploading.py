@@ -2,14 +2,19 @@
 
 Journal first: an attempt's intent is journalled before its first upload is created, and
 again (with the upload pks and S3 upload ids) as soon as they exist and before any part
-is sent, so a run killed in the middle resumes a half-sent upload from the parts the
-server holds (``list-parts``) instead of sending it all again. Uploads an earlier attempt
-made are looked up first: a completed one is reused, a consumed or expired one (404) or
-an aborted one is made again under the same name.
+is sent — also when the run stops between two creations — so a run killed or stopped in
+the middle resumes a half-sent upload from the parts the server holds (``list-parts``)
+instead of sending it all again, and never makes a second upload for a file it has one
+for. Uploads an earlier attempt made are looked up first: a completed one is reused, a
+consumed or expired one (404) or an aborted one is made again under the same name.
 
-"Too many uploads" (the platform's cap on live uploads) pauses new uploads for the whole
-run (:meth:`~gcbatch.engine.slots.Slots.uploads_refused`) rather than failing the case.
-At most :data:`~gcbatch.engine.options.MAX_TRANSFERS` files are sent at once.
+Upload quotas are admission, not failure (:mod:`gcbatch.engine.admission`): "too many
+uploads" (``POST uploads/``) and "Upload limit reached" (``generate-presigned-urls``, the
+bytes of completed unused uploads) pause uploading for the whole run — one pause however
+many threads were refused — and the refused upload is kept and resumed, never aborted.
+While paused, one waiting thread counts the user's live uploads on the server; the
+pause ends when that count goes down (our jobs consume uploads as their inputs are
+validated). At most :data:`~gcbatch.engine.options.MAX_TRANSFERS` files are sent at once.
 """
 
 from __future__ import annotations
@@ -17,24 +22,35 @@ from __future__ import annotations
 import threading
 from dataclasses import replace
 from pathlib import Path
+from typing import Literal
 
 from gcbatch.api.models import Upload
 from gcbatch.api.uploads import SourceChangedError, Uploader
+from gcbatch.engine.admission import UploadQuota
 from gcbatch.engine.context import RunContext
 from gcbatch.engine.dicom import materialize
 from gcbatch.engine.options import MAX_TRANSFERS
 from gcbatch.engine.outcomes import Outcome
 from gcbatch.engine.prepare import part_size_for
 from gcbatch.engine.sent import Sent
-from gcbatch.errors import NotFoundError, TooManyUploadsError
+from gcbatch.errors import (
+    ApiError,
+    NotFoundError,
+    PermissionDeniedError,
+    TooManyUploadsError,
+    TransportError,
+)
 from gcbatch.events import UploadsPaused
 from gcbatch.sources import Case
 from gcbatch.sources.fingerprints import files_digest
 
-__all__ = ["Uploading", "check_fingerprinted", "journal_intent"]
+__all__ = ["Uploading", "check_fingerprinted", "is_upload_limit", "journal_intent",
+           "not_sent_reason"]
 
-#: "too many uploads" refusals one upload tolerates (each waits out the run's pause)
-_MAX_UPLOAD_REFUSALS = 50
+#: quota refusals one upload step sits out before it gives up (each waits for the pause)
+_MAX_QUOTA_ROUNDS = 10_000
+#: the platform's 403 at generate-presigned-urls when the size quota is reached
+_UPLOAD_LIMIT = "upload limit reached"
 
 
 def check_fingerprinted(case: Case, sent: Sent) -> None:
@@ -73,6 +89,22 @@ def journal_intent(run: RunContext, case: Case, sent: Sent) -> None:
                      uploads=[f.name for f in sent.uploads], payload=sent.as_json())
 
 
+def is_upload_limit(exc: BaseException) -> bool:
+    """The size quota's refusal: 403 "Upload limit reached" (a presigned-URL request)."""
+    return isinstance(exc, PermissionDeniedError) and _UPLOAD_LIMIT in str(exc).lower()
+
+
+def not_sent_reason(run: RunContext) -> str:
+    """Why a case that was not sent waits (for its outcome)."""
+    if run.slots.stopped_uploading:
+        return ("not submitted: the upload quota is full and none of this run's jobs will "
+                "free it (uploads are freed when a job consumes them, or after a day); "
+                "its finished uploads are kept for the next apply")
+    if run.slots.stopped_by_credits:
+        return "not submitted (out of credits)"
+    return "not submitted (stopped)"
+
+
 class Uploading:
     """Gets every file of an attempt uploaded and completed (thread-safe; one per run)."""
 
@@ -102,17 +134,20 @@ class Uploading:
                 if found is not None and not found.is_completed:
                     resumable.add(f.upload_pk)
         # 2. create the missing uploads, then journal their pks BEFORE sending any part
+        #    (and also when the run stops half-way: what exists is reused next time)
         created = False
-        for socket, index, f in files:
-            if f.upload_pk and existing.get(f.upload_pk) is not None:
-                continue
-            upload = self._create(f.name)
-            existing[upload.pk] = upload
-            sent = sent.with_file(socket, index, replace(
-                f, upload_pk=upload.pk, s3_upload_id=upload.s3_upload_id))
-            created = True
-        if created:
-            journal_intent(run, case, sent)
+        try:
+            for socket, index, f in files:
+                if f.upload_pk and existing.get(f.upload_pk) is not None:
+                    continue
+                upload = self._create(case, f.name)
+                existing[upload.pk] = upload
+                sent = sent.with_file(socket, index, replace(
+                    f, upload_pk=upload.pk, s3_upload_id=upload.s3_upload_id))
+                created = True
+        finally:
+            if created:
+                journal_intent(run, case, sent)
         # 3. send parts (resuming what the server already holds) and complete, hashing
         # the bytes as they are sent
         for item in sent.inputs:
@@ -124,38 +159,93 @@ class Uploading:
                 if run.stopping:
                     raise run.stop_case(case.id, Outcome.WAITING, "stopped while uploading; "
                                         "apply resumes the upload next time")
-                digest = self._transfer(current, Path(f.path), f.size,
+                digest = self._transfer(case, current, Path(f.path), f.size,
                                         resume=f.upload_pk in resumable)
                 sent = sent.with_file(item.socket, index, replace(f, sha256=digest))
         check_fingerprinted(case, sent)
         return sent
 
-    def _create(self, filename: str) -> Upload:
+    # -- quota-aware steps -----------------------------------------------------------------------
+
+    def _live_uploads(self) -> int | None:
+        """The user's live uploads on the server (what the count quota counts)."""
+        try:
+            page = self.run.client.get_json("uploads/", {"limit": 1})
+        except (ApiError, TransportError):
+            return None
+        count = page.get("count") if isinstance(page, dict) else None
+        return count if isinstance(count, int) else None
+
+    def _wait(self, case: Case, step: Literal["create", "send"]) -> bool:
+        """Wait out an upload pause; True when this caller is the pause's trial."""
+        go = self.run.slots.wait_uploads(self._live_uploads, step)
+        if go == "stop":
+            raise self.run.stop_case(case.id, Outcome.WAITING, not_sent_reason(self.run))
+        return go == "trial"
+
+    def _refused(self, quota: UploadQuota) -> None:
+        if self.run.slots.uploads_refused(quota):
+            self.run.emit(UploadsPaused(0.0, quota))
+
+    def _create(self, case: Case, filename: str) -> Upload:
         run = self.run
-        rounds = 0
-        while True:
-            rounds += 1
+        for _ in range(_MAX_QUOTA_ROUNDS):
+            trial = self._wait(case, "create")
+            asked = run.slots.now()
             try:
                 upload = run.client.create_upload(filename)
             except TooManyUploadsError:
-                pause = run.slots.uploads_refused()
-                run.emit(UploadsPaused(pause))
-                if rounds > _MAX_UPLOAD_REFUSALS or not run.slots.wait_upload_allowed():
-                    raise
+                self._refused("count")
                 continue
-            run.slots.uploads_succeeded()
+            except BaseException:
+                if trial:
+                    run.slots.upload_failed()
+                raise
+            run.slots.uploads_accepted(asked, "create")
             return upload
+        raise TooManyUploadsError(f"{filename}: the upload quota stayed full", status=400)
 
-    def _transfer(self, upload: Upload, path: Path, size: int, *, resume: bool) -> str:
-        """Send and complete one file; the ``sha256:<hex>`` of the bytes sent."""
-        # bounded: each transfer sends a few parts at once, each streamed in 1 MiB chunks
-        with self._transfers:
-            tally = self.run.tally
-            tally.add(uploading=1, to_upload=size)
-            try:
-                uploader = Uploader(self.run.client, part_size=part_size_for(size))
-                result = uploader.send(upload, path, resume=resume,
-                                       progress=lambda n: tally.add(uploaded=n))
-                return f"sha256:{result.sha256}" if result.sha256 else ""
-            finally:
-                tally.add(uploading=-1)
+    def _transfer(self, case: Case, upload: Upload, path: Path, size: int, *,
+                  resume: bool) -> str:
+        """Send and complete one file, waiting out upload pauses; the ``sha256:<hex>`` of
+        the bytes sent."""
+        run = self.run
+        tally = run.tally
+        # the upload is never aborted for a quota: it is resumed when the pause ends
+        uploader = Uploader(run.client, part_size=part_size_for(size), abort_on_failure=False)
+        tally.add(to_upload=size)
+        for _ in range(_MAX_QUOTA_ROUNDS):
+            trial = self._wait(case, "send")
+            asked = run.slots.now()
+            # bounded: each transfer sends a few parts at once, in 1 MiB chunks
+            with self._transfers:
+                tally.add(uploading=1)
+                try:
+                    result = uploader.send(upload, path, resume=resume,
+                                           progress=lambda n: tally.add(uploaded=n))
+                except (KeyboardInterrupt, SystemExit):
+                    raise  # leave the upload resumable
+                except BaseException as exc:
+                    if is_upload_limit(exc):
+                        self._refused("size")
+                        resume = True  # the parts already sent stay on the server
+                        continue
+                    if trial:
+                        run.slots.upload_failed()
+                    _abort(run, upload)
+                    raise
+                finally:
+                    tally.add(uploading=-1)
+            run.slots.uploads_accepted(asked, "send")
+            return f"sha256:{result.sha256}" if result.sha256 else ""
+        raise PermissionDeniedError(f"{upload.filename}: the upload quota stayed full",
+                                    status=403)
+
+
+def _abort(run: RunContext, upload: Upload) -> None:
+    """Abort ``upload`` after a failure that is not a quota (best effort): the case
+    fails, and the upload would only wait a day to expire."""
+    try:
+        run.client.abort_upload(upload)
+    except Exception:  # best effort: the failure itself is what matters
+        return

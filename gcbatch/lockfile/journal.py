@@ -19,6 +19,7 @@ truncation is harmless.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import threading
@@ -26,7 +27,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import replace
 from enum import Enum
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 from gcbatch.errors import LockfileError
 from gcbatch.files import open_state, read_state
@@ -247,21 +248,35 @@ class Journal:
         _, good = read_journal(path)
         # cut a torn tail so the next event starts on its own line; never through a link
         # planted at its name (appending would write into the file it points to)
-        fd = open_state(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, "journal")
-        self._fh: IO[bytes] = os.fdopen(fd, "ab")
-        if self._fh.tell() != good:
-            self._fh.truncate(good)
-            self._fh.seek(good)
+        self._fd = open_state(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, "journal")
+        if os.fstat(self._fd).st_size != good:
+            os.ftruncate(self._fd, good)
+        self._size = good
         self._written = 0  # sequence number of the last write (flushed to the OS)
         self._synced = 0  # every write up to this one is on disk
         self._sync_lock = threading.Lock()
 
     def write(self, event: Mapping[str, Any]) -> int:
         """Append and flush one event (not yet durable); return its sequence number."""
-        self._fh.write(_line(event))
-        self._fh.flush()
+        self._append(_line(event))
         self._written += 1
         return self._written
+
+    def _append(self, data: bytes) -> None:
+        """Write ``data`` at the end, all of it or nothing: a write that fails (a full
+        disk) is cut off again. Unbuffered on purpose: a buffered file keeps what it
+        could not write and writes it with the next event, so an intent whose write
+        raised (its case failed, no POST sent) could land later and look in doubt."""
+        view = memoryview(data)
+        try:
+            while view:
+                view = view[os.write(self._fd, view):]
+        except OSError:
+            # (if even this fails, a torn last line is ignored at read: read_journal)
+            with contextlib.suppress(OSError):
+                os.ftruncate(self._fd, self._size)
+            raise
+        self._size += len(data)
 
     def sync(self, upto: int) -> None:
         """Return once write number ``upto`` is durable (sharing an fsync if one runs)."""
@@ -271,7 +286,7 @@ class Journal:
             if self._synced >= upto:
                 return  # another thread's fsync covered it while we waited
             target = self._written
-            os.fsync(self._fh.fileno())
+            os.fsync(self._fd)
             self._synced = max(self._synced, target)
 
     def append(self, event: Mapping[str, Any]) -> None:
@@ -285,19 +300,19 @@ class Journal:
         data = b"".join(_line(e) for e in events)
         if not data:
             return
-        self._fh.write(data)
-        self._fh.flush()
+        self._append(data)
         self._written += 1  # one write, made durable by one (possibly shared) fsync
         self.sync(self._written)
 
     def truncate(self) -> None:
         """Empty the journal durably (its events are in the checkpointed lockfile now)."""
-        self._fh.truncate(0)
-        self._fh.seek(0)
-        self._fh.flush()
-        os.fsync(self._fh.fileno())
+        os.ftruncate(self._fd, 0)
+        self._size = 0
+        os.fsync(self._fd)
         # what was written before is in the checkpointed lockfile now: nothing to wait for
         self._synced = self._written
 
     def close(self) -> None:
-        self._fh.close()
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1

@@ -4,10 +4,14 @@ The order is the promise "bad input never half-sends": the lockfile is locked (a
 checked: corrupt, another server or algorithm) and the manifest's cases are expanded
 (every file found and hashed, every JSON value read) before the first request, so a second
 concurrent apply, a wrong lockfile or a missing input fails having sent nothing at all;
-the algorithm and every case about to be sent are checked (pre-flight) before the first
-upload; only then does the engine (:class:`~gcbatch.engine.executor.Executor`) create
-anything. Cases of archive generators (and, with ``--retry-failed``, those whose jobs the
-server now says failed) are built once the server answered.
+the algorithm and every case about to be sent are checked (pre-flight, ``image:`` URLs
+included) before the first upload; only then does the engine
+(:class:`~gcbatch.engine.executor.Executor`) create anything. Cases of archive generators
+(and, with ``--retry-failed``, those whose jobs the server now says failed) are built once
+the server answered. Before the engine starts, one job POST that can make no job asks
+whether the platform would refuse every job now (:func:`~gcbatch.readiness.probe_readiness`:
+an image that is not ready, no credits left): then nothing is uploaded or submitted, and
+the cases wait (exit 1 for the image, 4 for the credits).
 
 A re-apply costs what changed: cases whose locked job still stands are recognised from
 cached digests without being built (``settled``), pre-flight covers only what will be
@@ -25,7 +29,7 @@ from typing import TYPE_CHECKING
 from gcbatch.api.server_view import ServerView
 from gcbatch.engine.options import ApplyOptions
 from gcbatch.engine.outcomes import ApplySummary, CaseOutcome, Outcome
-from gcbatch.events import Hook, PatientData, ignore
+from gcbatch.events import CreditsExhausted, Hook, PatientData, ignore
 from gcbatch.hashing import FileHasher
 from gcbatch.lockfile import AlgorithmRef, FileLock, LockfileStore, oslock_path_for
 from gcbatch.operations import lock_merge, settled_stamp
@@ -33,14 +37,22 @@ from gcbatch.operations.session import Session
 from gcbatch.operations.study import Study
 from gcbatch.perf import gc_frozen, gc_paused
 from gcbatch.plan import SENDING_KINDS, ActionKind, ServerFacts, make_plan, settled_fingerprints
-from gcbatch.preflight import blocked_cases, dicom_patient_data, require_algorithm, run_preflight
+from gcbatch.preflight import (
+    blocked_cases,
+    dicom_patient_data,
+    image_urls,
+    image_verdicts,
+    probe_readiness,
+    require_algorithm,
+    run_preflight,
+)
 from gcbatch.sources import Case, expand
 from gcbatch.statuses import TERMINAL_STATUSES
 
 if TYPE_CHECKING:
     from gcbatch.engine.executor import Executor
 
-__all__ = ["apply", "explicit_item_pks", "refresh_open_jobs"]
+__all__ = ["apply", "explicit_item_pks", "may_upload", "refresh_open_jobs"]
 
 
 def apply(
@@ -117,16 +129,24 @@ def apply(
                        or (a.kind == ActionKind.RESUBMIT and options.replace)]
             view.add_items(explicit_item_pks(to_send), items_by_pk)
             blocked: dict[str, str] = {}
+            images = image_verdicts(session.client, image_urls(to_send))
             if options.keep_going:
                 # cases that do not fit the algorithm are left out (and reported); the
                 # rest must still pass the whole pre-flight
-                blocked = blocked_cases(to_send, algorithm, items_by_pk)
+                blocked = blocked_cases(to_send, algorithm, items_by_pk, images)
                 to_send = [c for c in to_send if c.id not in blocked]
                 targeted = [c for c in targeted if c.id not in blocked]
                 plan = replace(plan, actions=tuple(a for a in plan.actions
                                                    if a.case_id not in blocked))
             run_preflight(to_send, algorithm, manifest.algorithm, items=items_by_pk,
-                          all_cases=targeted, locked=store.lockfile.cases)
+                          all_cases=targeted, locked=store.lockfile.cases, images=images)
+            # what the platform would refuse every job for (its image, the credits): asked
+            # with one job POST that can make no job, before the first upload (value-only
+            # cases upload nothing: their first POST asks the same at no extra cost)
+            fresh = [by_id[a.case_id] for a in plan.actions
+                     if a.kind in (ActionKind.SUBMIT, ActionKind.RETRY_FAILED)
+                     or (a.kind == ActionKind.RESUBMIT and options.replace)]
+            readiness = probe_readiness(session.client, algorithm) if may_upload(fresh) else None
             for warning in dicom_patient_data(to_send, algorithm):  # before any upload
                 on_event(PatientData(warning))
             if to_send and not options.retry_failed:
@@ -134,13 +154,26 @@ def apply(
                 refresh_open_jobs(view, store, algorithm.pk)
         # imported here: a re-apply answered by the settled stamp never needs the engine
         from gcbatch.engine.executor import Executor
+        from gcbatch.engine.neighbours import Neighbours
 
         executor = Executor(session.client, store, algorithm, options, items=items_by_pk,
                             on_event=on_event, scratch_dir=study.scratch)
+        if readiness is not None and readiness.blocks:
+            # nothing is uploaded or POSTed; cases in doubt are still looked for (GETs)
+            executor.run_context.slots.refuse_all(
+                "credits" if readiness.kind == "no_credits" else "not_ready")
+            if readiness.kind == "no_credits":
+                on_event(CreditsExhausted())
         if on_executor is not None:
             on_executor(executor)
-        with gc_frozen():  # the planned cases stay alive: see gcbatch.perf
-            summary = executor.run(targeted, plan)
+        # other applies against this server on this machine: probe when they free slots
+        neighbours = Neighbours.for_server(study.server)
+        executor.run_context.slots.join_neighbours(neighbours)
+        try:
+            with gc_frozen():  # the planned cases stay alive: see gcbatch.perf
+                summary = executor.run(targeted, plan)
+        finally:
+            neighbours.close()
         if blocked:
             left_out = tuple(CaseOutcome(cid, Outcome.BLOCKED, f"not sent: {why}")
                              for cid, why in sorted(blocked.items()))
@@ -176,6 +209,11 @@ def _from_stamp(study: Study, session: Session) -> ApplySummary | None:
             return None
         return stamp.summary(requests=session.client.requests_sent,
                              elapsed=time.monotonic() - started)
+
+
+def may_upload(cases: Iterable[Case]) -> bool:
+    """Some of these cases may upload files (a source that is no value or image URL)."""
+    return any(s.kind not in ("value", "json", "image") for case in cases for s in case.inputs)
 
 
 def refresh_open_jobs(view: ServerView, store: LockfileStore, algorithm_pk: str) -> int:

@@ -2,11 +2,13 @@
 
 Offline (no session) it reads the manifest, the input files (hashes come from the stat
 cache) and the lockfile: archive generators show as "needs server" and job statuses are
-the lockfile's last seen ones. Online (a session) it also asks the server, with GETs
-only: the algorithm, the archives' items, the current status of the locked jobs, every
-case checked against the algorithm's interfaces and socket kinds (failures show as
-``! blocked``), and a quota forecast. Both go through the same pure
-:func:`~gcbatch.plan.make_plan`.
+the lockfile's last seen ones. Online (a session) it also asks the server: the algorithm,
+the archives' items, the current status of the locked jobs, every case checked against
+the algorithm's interfaces and socket kinds and its ``image:`` URLs (failures show as
+``! blocked``), and a quota forecast — with GETs, and, when a case would be sent afresh, one
+job POST with no inputs that can make no job (:func:`~gcbatch.readiness.probe_readiness`:
+an algorithm image that is not ready, or no credits left, block every case to send).
+Both go through the same pure :func:`~gcbatch.plan.make_plan`.
 """
 
 from __future__ import annotations
@@ -25,13 +27,28 @@ from gcbatch.hashing import FileHasher, HashStats
 from gcbatch.operations.apply import explicit_item_pks
 from gcbatch.operations.session import Session
 from gcbatch.operations.study import Study
-from gcbatch.plan import ActionKind, Plan, ServerFacts, make_plan, settled_fingerprints
-from gcbatch.preflight import blocked_cases, require_algorithm
+from gcbatch.plan import (
+    ActionKind,
+    Plan,
+    ServerFacts,
+    make_plan,
+    settled_fingerprints,
+)
+from gcbatch.preflight import (
+    blocked_cases,
+    image_urls,
+    image_verdicts,
+    probe_readiness,
+    require_algorithm,
+)
 from gcbatch.sources import expand
 from gcbatch.statuses import TERMINAL_STATUSES
 from gcbatch.targeting import Targeting
 
 __all__ = ["PlanResult", "plan"]
+
+#: the actions that send a case afresh: pre-flight's readiness probe is asked for them
+_FRESH_KINDS = frozenset({ActionKind.SUBMIT, ActionKind.RETRY_FAILED, ActionKind.RESUBMIT})
 
 
 @dataclass(frozen=True)
@@ -101,10 +118,24 @@ def plan(
     if facts is not None and algorithm is not None and session is not None:
         # settled cases (unchanged, so never blocked) have no Case to check
         session.view.add_items(explicit_item_pks(cases), items_by_pk)
-        facts = replace(facts, blocked=blocked_cases(cases, algorithm, items_by_pk))
+        images = image_verdicts(session.client, image_urls(cases))
+        facts = replace(facts, blocked=blocked_cases(cases, algorithm, items_by_pk, images))
     result = make_plan(cases, lockfile, facts, algorithm=manifest.algorithm,
                        needs_server=expansion.needs_server, retry_failed=retry_failed,
                        settled=settled_ids)
+    if facts is not None and algorithm is not None and session is not None and any(
+            a.kind in _FRESH_KINDS for a in result.actions):
+        # what the platform would refuse every job for now: one job POST that makes none
+        # (only when a case would be sent afresh, as apply asks: a plan of cases in doubt
+        # or unchanged sends GETs only)
+        readiness = probe_readiness(session.client, algorithm)
+        if readiness.blocks:
+            why = readiness.explain(manifest.algorithm).replace("; nothing was uploaded", "")
+            blocked = {c.id: facts.blocked.get(c.id, why) for c in cases}
+            result = make_plan(cases, lockfile, replace(facts, blocked=blocked),
+                               algorithm=manifest.algorithm,
+                               needs_server=expansion.needs_server,
+                               retry_failed=retry_failed, settled=settled_ids)
     outlook = None
     limit, source = _active_limit(session, max_active)
     examined: tuple[Examination, ...] = ()

@@ -56,6 +56,7 @@ from gcbatch.sandbox.recording import recorder_from_env
 from gcbatch.sandbox.render import Renderer
 from gcbatch.sandbox.requestlog import RequestLog
 from gcbatch.sandbox.responses import (
+    HOLD_HEADER,
     HttpError,
     detail,
     json_response,
@@ -155,11 +156,16 @@ class SandboxApp:
         user: User | None = None
         had_auth = "authorization" in request.headers
         try:
-            response, user = self._handle(request)
+            response, user = self._handle(request, started)
         except Exception:  # a bug in the sandbox: answer like a server error, keep serving
             # as Django without DEBUG: a plain page; the traceback only in the log
             log.exception("sandbox error on %s %s", request.method, request.path)
             response = text_response(500, "Sandbox internal error (details in its log)\n")
+        hold = response.header(HOLD_HEADER)
+        if hold:  # a creating POST "commits" late (SandboxConfig.commit_seconds)
+            response = Response(response.status, tuple(
+                h for h in response.headers if h[0] != HOLD_HEADER), response.body)
+            time.sleep(float(hold))
         self._record(request, response.status, user, had_auth, started)
         if self._recorder is not None:
             self._recorder.record(request, response)
@@ -181,7 +187,7 @@ class SandboxApp:
 
     # -- dispatch -------------------------------------------------------------------------
 
-    def _handle(self, req: Request) -> tuple[Response, User | None]:
+    def _handle(self, req: Request, arrived: float) -> tuple[Response, User | None]:
         config = self.config  # one reading per request, even if an admin changes it
         match = resolve(req.method, req.path, ROUTES)
         if match is not None and match.route.bare:
@@ -195,7 +201,7 @@ class SandboxApp:
                 if match is None:
                     response = not_found_page()
                 else:
-                    ctx = Ctx(self._world, req, user, config, match.route.allow)
+                    ctx = Ctx(self._world, req, user, config, match.route.allow, arrived)
                     response = self._call(match, ctx)
             except HttpError as err:
                 response = err.response

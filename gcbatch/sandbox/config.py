@@ -29,10 +29,32 @@ class SandboxConfig:
     credits_per_month: int = 1000
     job_cost: int = 20  # credits a job costs unless its algorithm says more; never below 20
     dedup: bool = True  # the server-side "A result for these inputs ... already exists."
+    # The platform counts a user's active jobs and live uploads without a lock: requests
+    # that arrive together all see the count from before any of them was created, so
+    # together they can pass the limit (limit 2 -> 4 active jobs, seen on the real
+    # application). On: a job or upload POST does not see the jobs or uploads created
+    # after it arrived, nor those not committed yet (see commit_seconds). Off (default):
+    # the checks are exact, one request at a time.
+    unlocked_checks: bool = False
+    # With unlocked_checks: how long a job or upload POST takes from its count to its
+    # commit (the platform's request time). What it creates is invisible to other checks
+    # for that long, and its answer comes only then, so a client that waits for each
+    # answer is never over-admitted, while POSTs sent together are.
+    commit_seconds: float = 0.0
+    # Algorithms (slugs, comma-separated) whose image is not ready right now, on top of
+    # the seed's ``active_image: false`` ones: "Algorithm image is not ready to be used".
+    not_ready_algorithms: str = ""
 
     # Uploads.
+    # More than this many uploads of a user (any status; consumed ones are deleted) and
+    # POST uploads/ answers "You have created too many uploads" (the platform's ``> 2000``:
+    # the 2,001st is still made).
     max_live_uploads: int = 2000
-    max_upload_bytes: int = 2 * GIB  # per user, over their live uploads ("Upload limit reached")
+    # Bytes of a user's completed, unused uploads plus the parts of the upload asking:
+    # at this many generate-presigned-urls answers 403 "Upload limit reached"
+    # (UPLOADS_MAX_SIZE_UNVERIFIED). Checked there only: S3 takes any part it was given a
+    # URL for.
+    max_upload_bytes: int = 2 * GIB
     min_part_bytes: int = 5 * 1024**2  # S3: every part but the last
     presign_expiry_seconds: float = 3600.0
     upload_expiry_seconds: float = 86400.0  # unconsumed uploads vanish after a day
@@ -92,6 +114,10 @@ class SandboxConfig:
             raise ValueError("failure_rate must be between 0 and 1")
         if self.page_size < 1 or self.max_page_size < 1:
             raise ValueError("page sizes must be at least 1")
+
+    def image_not_ready(self, slug: str) -> bool:
+        """The algorithm ``slug`` is listed in ``not_ready_algorithms``."""
+        return slug in {s.strip() for s in self.not_ready_algorithms.split(",")}
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

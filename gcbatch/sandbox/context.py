@@ -57,6 +57,9 @@ class Ctx:
     user: User | None  # None: anonymous
     config: SandboxConfig
     allow: str | None  # the matched route's ``Allow`` header (for errors and OPTIONS)
+    #: when the request reached the app (the sandbox clock), before it waited for the
+    #: store's lock: what an unlocked check can see (``SandboxConfig.unlocked_checks``)
+    arrived: float = 0.0
 
     @property
     def base_url(self) -> str:

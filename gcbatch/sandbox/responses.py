@@ -11,6 +11,7 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
+from gcbatch.sandbox.config import SandboxConfig
 from gcbatch.sandbox.http import Response
 
 # The ``Allow`` header of each kind of view (DRF lists the methods of the view class).
@@ -86,3 +87,21 @@ def s3_error(status: int, code: str, message: str) -> Response:
 def server_crash(path: str, exc_name: str, text: str) -> Response:
     """What the recorded platform answers for a failed S3 call: a plain-text 500."""
     return text_response(500, f"{exc_name} at {path}\n{text}\n")
+
+
+#: An internal header: the app holds the answer this many seconds, outside the store's
+#: lock, before sending it (and strips the header). See ``SandboxConfig.commit_seconds``.
+HOLD_HEADER = "X-Sandbox-Hold"
+
+
+def commit_hold(config: SandboxConfig) -> tuple[tuple[str, str], ...]:
+    """The headers that make the app hold a creating POST's answer until its "commit"."""
+    if config.unlocked_checks and config.commit_seconds > 0:
+        return ((HOLD_HEADER, repr(float(config.commit_seconds))),)
+    return ()
+
+
+def unseen_since(config: SandboxConfig, arrived: float, now: float) -> float:
+    """What an unlocked check cannot see: what was created after this (its arrival, or
+    the last ``commit_seconds``: not committed yet)."""
+    return min(arrived, now - config.commit_seconds)

@@ -48,6 +48,7 @@ from gcbatch.views.text import (
     render_plan,
     render_status_summary,
     render_status_table,
+    render_upload_pause,
     render_without_results,
     use_color,
 )
@@ -113,8 +114,7 @@ class HumanView:
         elif isinstance(event, PatientData):
             self.warn(f"patient data leaves this machine: {event.message}")
         elif isinstance(event, UploadsPaused):
-            self._apply_display().log(
-                f"too many uploads on the server; pausing uploads {event.seconds:.0f} s")
+            self._apply_display().log(render_upload_pause(event))
         elif isinstance(event, CreditsExhausted):
             self._apply_display().log(
                 "out of algorithm credits: no more jobs will be submitted")

@@ -20,6 +20,7 @@ from gcbatch.engine.outcomes import ApplySummary, Outcome
 from gcbatch.engine.ownership import Examination, describe_candidate
 from gcbatch.engine.reconcile import Adopt
 from gcbatch.errors import Finding
+from gcbatch.events import UploadsPaused
 from gcbatch.plan import Action, ActionKind, Plan
 from gcbatch.status import CaseStatus, StatusReport, format_duration
 from gcbatch.statuses import FAILED_STATUSES, MISSING
@@ -44,6 +45,7 @@ __all__ = [
     "render_plan_summary",
     "render_status_summary",
     "render_status_table",
+    "render_upload_pause",
     "render_without_results",
     "use_color",
 ]
@@ -226,6 +228,20 @@ def render_apply_summary(summary: ApplySummary) -> str:
             f"{c['waiting']} wait. Run apply again when credits are available: it "
             "submits exactly the cases that wait."
         )
+    if summary.stop_reason == "uploads":
+        lines.append(
+            f"stopped: the upload quota is full and this run's jobs cannot free it; "
+            f"{c['submitted']} submitted, {c['waiting']} wait. Uploads are freed when a "
+            "job consumes them or after a day; run apply again then: finished uploads "
+            "are reused."
+        )
+    elif summary.stop_reason == "not_ready":
+        lines.append(
+            f"stopped: the algorithm's image is not ready to be used (the server refuses "
+            f"every job until its editors make one active); {c['submitted']} submitted, "
+            f"{c['waiting']} wait. Run apply again when it is ready: finished uploads are "
+            "reused."
+        )
     if summary.interrupted:
         lines.append(f"interrupted: {c['waiting']} case(s) not submitted; "
                      "run apply again to continue")
@@ -238,6 +254,14 @@ def render_apply_summary(summary: ApplySummary) -> str:
     if len(skipped) > 20:
         lines.append(f"  ... and {len(skipped) - 20} more changed case(s)")
     return "\n".join(lines)
+
+
+def render_upload_pause(event: UploadsPaused) -> str:
+    """One line when an upload quota pauses uploading."""
+    what = ("the upload size quota is reached (completed, unused uploads)"
+            if event.quota == "size" else "too many live uploads on the server")
+    return (f"{what}: uploads pause until the server frees some (our jobs consume theirs "
+            "as their inputs are validated)")
 
 
 def render_adopt(result: AdoptResult) -> str:

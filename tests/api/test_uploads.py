@@ -565,6 +565,30 @@ def test_the_hash_is_of_the_bytes_sent_in_parallel_parts(tmp_path: Path) -> None
     assert result.sha256 == hashlib.sha256(data).hexdigest()
 
 
+def test_parts_not_whole_chunks_apart_hash_right_in_any_order(
+        tmp_path: Path) -> None:
+    """Parts of 5 MiB + 22 bytes end in 22-byte chunks. Part 3 read ahead of the hash
+    (its first 4 MiB held, the rest not), then part 2 (the hash reaches part 3 and takes
+    up what was held): the hash must read part 3's last chunk as the 22 bytes it was,
+    not a whole MiB at its offset, which is another chunk, not a changed file (it was
+    refused as "changed while it was being uploaded": a killed large upload could not
+    be resumed)."""
+    from gcbatch.api.uploads import _Source
+
+    path = tmp_path / "big"
+    data = write_file(path, 16 * MIB + 100)
+    specs = plan_parts(len(data), 5 * MIB + 22)
+    source = _Source(path)
+    try:
+        for spec in (specs[0], specs[2], specs[1]):  # part 4 is on the server already
+            for _ in source.chunks(spec, MIB, None):
+                pass
+        offsets = [spec.offset for spec in specs]
+        assert source.sha256(MIB, offsets) == hashlib.sha256(data).hexdigest()
+    finally:
+        source.close()
+
+
 def test_a_file_that_is_not_the_fingerprinted_one_is_never_completed(tmp_path: Path) -> None:
     from gcbatch.api.uploads import SourceChangedError
 

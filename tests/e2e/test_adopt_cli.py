@@ -70,7 +70,8 @@ def test_plan_lists_the_candidates_and_adopt_records_the_case_s_own(
     assert run_cli(["apply", str(other), "--server", sb.api_url], tmp_path).returncode == 0
     [other_job] = jobs_of(sb)
     ours = study(tmp_path, "ours", "f1", 7)
-    sb.admin.set_faults(["POST algorithms/jobs/:late_commit:1:times=1,after=3"])
+    # (skip=1: the first job POST is pre-flight's readiness probe, which makes no job)
+    sb.admin.set_faults(["POST algorithms/jobs/:late_commit:1:skip=1,times=1,after=3"])
     log = tmp_path / "apply.log"
     with log.open("wb") as out:
         proc = subprocess.Popen(

@@ -37,6 +37,38 @@ def test_torn_tail_ignored_and_cut_middle_corruption_refused(tmp_path: Path) -> 
         lf.read_journal(path)
 
 
+def test_an_event_whose_write_fails_is_never_written_later(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A full disk: the write of an intent fails half-way (its case fails, nothing is
+    sent). Nothing of it may stay, to land with the next event once space is free (an
+    intent nobody acted on would look in doubt to the next run)."""
+    import errno
+    import os
+
+    from gcbatch.lockfile import journal as journal_module
+
+    path = tmp_path / "s.lock.journal"
+    j = lf.Journal(path)
+    j.append({"event": "begin", "server": SERVER, "algorithm": ALG.as_json()})
+    real_write = os.write
+    full = {"on": True}
+
+    def write(fd: int, data: bytes | memoryview) -> int:
+        if full["on"]:
+            real_write(fd, bytes(data[:10]))  # some bytes got in, then the disk was full
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_write(fd, data)
+
+    monkeypatch.setattr(journal_module.os, "write", write)
+    with pytest.raises(OSError):
+        j.append({"event": "intent", "case": "lost", "fingerprint": "f", "inputs": {}})
+    full["on"] = False
+    j.append({"event": "status", "case": "c", "status": "x"})
+    j.close()
+    events = lf.read_journal(path)[0]
+    assert [e["event"] for e in events] == ["begin", "status"]
+
+
 def test_replay_folds_events() -> None:
     state = lf.replay(None, events_for_resubmit())
     assert state is not None

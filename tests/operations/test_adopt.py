@@ -155,7 +155,8 @@ def bare(world: World) -> Scene:
     """f1 in doubt and look-alikes on the server, none of them f1's own job."""
     ours = file_study(world, "ours", {"f1": (7, "mine"), "f2": (7, "also mine")})
     # f1's job POST never reaches the server; one POST per case: f1 stays in doubt
-    world.faults.set_plan(FaultPlan.parse(["POST algorithms/jobs/:reset:1:times=1"]))
+    # (skip=1: the first job POST is pre-flight's readiness probe, which makes no job)
+    world.faults.set_plan(FaultPlan.parse(["POST algorithms/jobs/:reset:1:skip=1,times=1"]))
     summary = world.apply(ours, concurrency=1, answer_window=0.0, max_posts_per_case=1)
     world.faults.set_plan(FaultPlan())
     assert summary.counts()["in_doubt"] == 1 and summary.counts()["submitted"] == 1
@@ -352,7 +353,8 @@ def test_image_look_alikes_are_told_by_their_names_each_read_once(world: World) 
     from gcbatch.engine.ownership import examine
 
     ours = image_study(world, "ours", "scan-1", 1)
-    world.faults.set_plan(FaultPlan.parse(["POST algorithms/jobs/:reset:1:times=1"]))
+    # (skip=1: the first job POST is pre-flight's readiness probe, which makes no job)
+    world.faults.set_plan(FaultPlan.parse(["POST algorithms/jobs/:reset:1:skip=1,times=1"]))
     world.apply(ours, answer_window=0.0, max_posts_per_case=1)
     world.faults.set_plan(FaultPlan())
     other = image_study(world, "other", "scan-9", 2)

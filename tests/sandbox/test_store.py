@@ -154,9 +154,17 @@ def test_live_uploads_and_parts() -> None:
             (1, '"e2"', 12),
             (2, '"e3"', 5),
         ]
-        assert store.live_upload_bytes("demo", 500.0) == 17
+        # the size quota: completed uploads' bytes, plus the asking upload's own parts
+        assert store.pending_bytes("b") == 17
+        assert store.completed_upload_bytes("demo", 500.0) == 0
+        with store.transaction():
+            store.update_upload("b", status="Completed", size=17)
+        assert store.completed_upload_bytes("demo", 500.0) == 17
+        assert store.uploads_created_after("demo", 500.0, 999.0) == 1
+        assert store.uploads_created_after("demo", 500.0, 1000.0) == 0
         with store.transaction():
             store.update_upload("b", consumed=1)
+        assert store.completed_upload_bytes("demo", 500.0) == 0
         assert store.live_upload_count("demo", 500.0) == 0
     finally:
         store.close()

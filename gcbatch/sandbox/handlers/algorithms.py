@@ -1,5 +1,12 @@
-"""Algorithms (``algorithms/``) and their images (``algorithms/images/``, not emulated:
-always an empty list, and any one of them is not found)."""
+"""Algorithms (``algorithms/``) and their container images (``algorithms/images/``).
+
+The platform shows an algorithm's images only to its editors (``view_algorithmimage`` is
+given to the editors group alone), and even they see an ``import_status``, not whether
+the image is the active one. The sandbox has no editors: every user gets what a user of
+the algorithm gets, an empty list, and any one image is not found. Whether the image is
+ready shows only at a job POST ("Algorithm image is not ready to be used", the first of
+the object-level checks), so a POST with no inputs, which no interface can match, asks
+it without making a job (see ``jobs.create``)."""
 
 from __future__ import annotations
 

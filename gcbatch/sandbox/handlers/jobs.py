@@ -28,8 +28,10 @@ from gcbatch.sandbox.responses import (
     MSG_NO_OBJECT,
     MSG_NULL,
     MSG_REQUIRED,
+    commit_hold,
     detail,
     json_response,
+    unseen_since,
 )
 from gcbatch.sandbox.seed import Algorithm
 from gcbatch.sandbox.store import JobRow, input_key
@@ -186,12 +188,16 @@ def create(ctx: Ctx) -> Response:
     def reject(message: str) -> Response:
         return json_response(400, {"non_field_errors": [message]}, allow=allow)
 
-    if not alg.active_image:
+    if not alg.active_image or cfg.image_not_ready(alg.slug):
         return reject("Algorithm image is not ready to be used")
     now = ctx.now()
     cost = max(cfg.job_cost, alg.credits_per_job)
     limit = user.credits if user.credits is not None else cfg.credits_per_month
     active, used = st.admission(user.name, now - MONTH_SECONDS)
+    if cfg.unlocked_checks:
+        # The platform counts active jobs without a lock: jobs that requests in flight
+        # with this one create are not committed yet when it counts (see config).
+        active -= st.active_created_after(user.name, unseen_since(cfg, ctx.arrived, now))
     if used + cost > limit:
         return reject("You have run out of algorithm credits")
     if active >= cfg.max_active_jobs:
@@ -271,4 +277,5 @@ def create(ctx: Ctx) -> Response:
             "status": lc.VALIDATING,
         },
         allow=allow,
+        extra=commit_hold(cfg),
     )

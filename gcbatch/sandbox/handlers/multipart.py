@@ -64,6 +64,13 @@ def _begin(ctx: Ctx, pk: str, s3_id: str) -> tuple[User, UploadRow, dict[str, An
 
 def presign(ctx: Ctx, pk: str, s3_id: str) -> Response:
     user, up, body = _begin(ctx, pk, s3_id)
+    # The platform's view asks `can_upload_more` before it reads the body: False for an
+    # upload that is not Initialized, and when this upload's parts plus the user's
+    # completed, unused uploads reach the size quota (UPLOADS_MAX_SIZE_UNVERIFIED).
+    since = ctx.now() - ctx.config.upload_expiry_seconds
+    used = ctx.store.pending_bytes(up.pk) + ctx.store.completed_upload_bytes(user.name, since)
+    if up.status != "Initialized" or used >= ctx.config.max_upload_bytes:
+        return detail(403, "Upload limit reached", allow=ctx.allow)
     numbers = required_list(body, "part_numbers", ctx.allow)
     errs: dict[str, list[str]] = {}
     clean: list[int] = []
@@ -84,11 +91,6 @@ def presign(ctx: Ctx, pk: str, s3_id: str) -> Response:
             clean.append(value)
     if errs:
         return json_response(400, {"part_numbers": errs}, allow=ctx.allow)
-    if up.status != "Initialized":
-        return server_crash(ctx.req.path, "RuntimeError", "upload is not initialized")
-    since = ctx.now() - ctx.config.upload_expiry_seconds
-    if ctx.store.live_upload_bytes(user.name, since) >= ctx.config.max_upload_bytes:
-        return detail(403, "Upload limit reached", allow=ctx.allow)
     expires = int(ctx.now() + ctx.config.presign_expiry_seconds)
     urls = {str(n): ctx.signer.part_url(ctx.base_url, up, n, expires) for n in clean}
     return json_response(

@@ -72,20 +72,15 @@ def put_part(ctx: Ctx, upload: str) -> Response:
         return _bad_signature()
     if int(expires_text) < ctx.now():
         return s3_error(403, "AccessDenied", "Request has expired")
-    # Write the bytes outside the lock (parts may be large), then record them.
+    # Write the bytes outside the lock (parts may be large), then record them. No size
+    # quota here: the platform checks it when it hands out presigned URLs, and S3 takes
+    # any part (up to 5 GiB) it was given a URL for.
     etag = '"' + hashlib.md5(req.body).hexdigest() + '"'
     st = ctx.store
     with st.transaction():
         up = st.upload(upload)
         if up is None or up.status != "Initialized" or up.s3_upload_id != s3_id:
             return _no_such_upload()
-        since = ctx.now() - ctx.config.upload_expiry_seconds
-        used = st.live_upload_bytes(up.user, since)
-        old = next((p.size for p in st.parts(up.pk) if p.number == number), 0)
-        if used - old + len(req.body) > ctx.config.max_upload_bytes:
-            return s3_error(
-                400, "EntityTooLarge", "Your proposed upload exceeds the maximum allowed size"
-            )
     st.write_bytes(f"uploads/{upload}/part-{number}", req.body)
     with st.transaction():
         up = st.upload(upload)

@@ -113,6 +113,16 @@ class JobQueries:
         ).fetchone()
         return int(row[0] or 0), int(row[1] or 0)
 
+    def active_created_after(self, user: str, after: float) -> int:
+        """The user's active jobs created after ``after`` (what an unlocked check, begun
+        at ``after``, cannot see yet). Scans the user's newest jobs only."""
+        row = self.conn.execute(
+            "SELECT COUNT(*) FROM (SELECT created, active FROM jobs WHERE user=? "
+            "ORDER BY seq DESC LIMIT 10000) WHERE active=1 AND created>?",
+            (user, after),
+        ).fetchone()
+        return int(row[0])
+
     def active_jobs(self, user: str) -> int:
         row = self.conn.execute("SELECT n FROM usage WHERE user=? AND day=-1", (user,)).fetchone()
         return 0 if row is None else int(row[0])

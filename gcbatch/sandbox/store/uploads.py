@@ -56,12 +56,30 @@ class UploadQueries:
             ).fetchone()[0]
         )
 
-    def live_upload_bytes(self, user: str, since: float) -> int:
+    def uploads_created_after(self, user: str, since: float, after: float) -> int:
+        """The user's live uploads created after ``after`` (unseen by an unlocked check)."""
+        return int(
+            self.conn.execute(
+                "SELECT COUNT(*) FROM uploads WHERE user=? AND consumed=0 AND created>=? "
+                "AND created>?",
+                (user, since, after),
+            ).fetchone()[0]
+        )
+
+    def completed_upload_bytes(self, user: str, since: float) -> int:
+        """Bytes of the user's completed, unused uploads: the objects in storage under
+        the user's prefix, which the platform's size quota adds up."""
         row = self.conn.execute(
-            "SELECT COALESCE(SUM(u.size), 0) + COALESCE((SELECT SUM(p.size) FROM parts p JOIN "
-            "uploads v ON v.pk = p.upload WHERE v.user=? AND v.consumed=0 AND v.created>=?), 0) "
-            "FROM uploads u WHERE u.user=? AND u.consumed=0 AND u.created>=?",
-            (user, since, user, since),
+            "SELECT COALESCE(SUM(size), 0) FROM uploads WHERE user=? AND consumed=0 "
+            "AND created>=? AND status='Completed'",
+            (user, since),
+        ).fetchone()
+        return int(row[0])
+
+    def pending_bytes(self, upload: str) -> int:
+        """Bytes of the parts an upload holds so far (S3's list-parts, added up)."""
+        row = self.conn.execute(
+            "SELECT COALESCE(SUM(size), 0) FROM parts WHERE upload=?", (upload,)
         ).fetchone()
         return int(row[0])
 
