@@ -12,15 +12,23 @@ environment); everything that can be wrong with it is a
 :class:`~gcbatch.errors.ConfigError` raised *before* any request.
 
 ``--sandbox``: the embedded emulator runs in this process, behind an httpx transport (no
-port, no thread), with its state in ``.gcbatch/sandbox.db`` beside the manifest and the
-default seed, so successive commands (apply, then status, then download) see the same
-jobs, and jobs progress between runs because the sandbox derives statuses from time.
-The seed user ``demo``'s token (test data, not a secret) is used.
+port, no thread), with its state in ``.gcbatch/sandbox.db`` beside the manifest, so
+successive commands (apply, then status, then download) see the same jobs, and jobs
+progress between runs because the sandbox derives statuses from time.
+
+Its world (users, sockets, algorithms, archives) is ``sandbox-seed.yaml`` beside the
+manifest when there is one (``gcbatch sandbox seed MANIFEST`` derives it from the
+manifest's sockets; the format is in :mod:`gcbatch.sandbox.seed`), else the built-in
+default. A database belongs to the world it was made with: ``.gcbatch/sandbox.seed``
+records which (the seed file's sha256), and opening it with another world is refused
+with what to delete, rather than mixing jobs of two worlds. The seed user ``demo``'s
+token is used (else the seed's first user's; seed tokens are test data, not secrets).
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,10 +43,15 @@ from gcbatch.errors import ConfigError
 from gcbatch.events import Hook, ignore
 from gcbatch.operations.study import ConnectionOptions, Study
 
-__all__ = ["SANDBOX_DB", "SANDBOX_USER", "Session", "connect"]
+__all__ = ["SANDBOX_DB", "SANDBOX_SEED", "SANDBOX_USER", "Session", "connect"]
 
 SANDBOX_DB = "sandbox.db"
 SANDBOX_USER = "demo"
+#: the world ``--sandbox`` uses when this file is beside the manifest
+SANDBOX_SEED = "sandbox-seed.yaml"
+#: beside the database: which world it was made with
+_SEED_MARK = "sandbox.seed"
+_DEFAULT_MARK = "built-in default"
 
 
 @dataclass
@@ -65,27 +78,70 @@ class Session:
         self.close()
 
 
-def _open_sandbox(state_dir: Path) -> tuple[Any, httpx.BaseTransport, Token]:
-    """The embedded sandbox: (app, in-process transport, demo token)."""
+def _open_sandbox(study: Study) -> tuple[Any, httpx.BaseTransport, Token]:
+    """The embedded sandbox: (app, in-process transport, the seed user's token)."""
     try:
         from gcbatch.sandbox import SandboxApp
+        from gcbatch.sandbox.seed import SeedError, load_seed
         from gcbatch.sandbox.transport import SandboxTransport
     except ImportError as exc:  # a partial installation
         raise ConfigError(f"the embedded sandbox is not available: {exc}") from None
+    state_dir = study.state_dir
+    seed_path = study.path.parent / SANDBOX_SEED
+    seed_file = seed_path if seed_path.is_file() else None
+    try:
+        seed = load_seed(seed_file)
+    except SeedError as exc:
+        raise ConfigError(f"--sandbox: {exc}") from None
+    where = str(seed_file) if seed_file else "the built-in default world"
+    if seed.algorithm_by_slug(study.algorithm) is None:
+        raise ConfigError(
+            f"--sandbox: {where} has no algorithm {study.algorithm!r}. Derive a world "
+            f"from the manifest's sockets with `gcbatch sandbox seed {study.manifest.display}` "
+            f"(it writes {SANDBOX_SEED} beside the manifest), or write that file yourself "
+            "(its format: `gcbatch sandbox seed --help`)"
+        )
     state_dir.mkdir(parents=True, exist_ok=True)
     gitignore = state_dir / ".gitignore"
     if not gitignore.exists():
         # the sandbox's database is scratch state, never something to commit
         gitignore.write_text("*\n", encoding="utf-8")
     db = state_dir / SANDBOX_DB
+    _check_world(state_dir, db, seed_file, study)
     try:
-        app = SandboxApp(db)
+        app = SandboxApp(db, seed=seed)
     except Exception as exc:  # e.g. a database written by another gcbatch version
         raise ConfigError(
             f"the sandbox's state {db} cannot be opened ({type(exc).__name__}: {exc}); "
             f"delete {state_dir} to start the sandbox afresh"
         ) from None
-    return app, SandboxTransport(app), Token(app.token(SANDBOX_USER))
+    users = [u.name for u in seed.users]
+    if not users:
+        app.close()
+        raise ConfigError(f"--sandbox: {where} has no users (the sandbox needs one)")
+    user = SANDBOX_USER if SANDBOX_USER in users else users[0]
+    return app, SandboxTransport(app), Token(app.token(user))
+
+
+def _check_world(state_dir: Path, db: Path, seed_file: Path | None, study: Study) -> None:
+    """Refuse a database made with another world; record the world of a new one."""
+    mark = state_dir / _SEED_MARK
+    world = (
+        _DEFAULT_MARK if seed_file is None
+        else "sha256:" + hashlib.sha256(seed_file.read_bytes()).hexdigest()
+    )
+    if not db.exists():
+        mark.write_text(world + "\n", encoding="utf-8")
+        return
+    # a database from before worlds were recorded was made with the default world
+    made_with = mark.read_text(encoding="utf-8").strip() if mark.exists() else _DEFAULT_MARK
+    if made_with != world:
+        now = str(seed_file) if seed_file else "the built-in default world"
+        raise ConfigError(
+            f"--sandbox: the sandbox's state in {state_dir} was made with another world "
+            f"than {now} (its jobs would not fit); to start afresh in this one, delete "
+            f"{state_dir / SANDBOX_DB}, {mark} and {study.lockfile}"
+        )
 
 
 def connect(
@@ -102,7 +158,7 @@ def connect(
     lists with what an anonymous user may see).
     """
     if study.sandbox:
-        app, transport, token = _open_sandbox(study.state_dir)
+        app, transport, token = _open_sandbox(study)
         try:
             client = client_factory(study.server, token, transport=transport,
                                     on_event=on_event)
