@@ -69,9 +69,13 @@ def test_active_jobs_limit_every_case_once_refusals_learned(
     assert len(made) == n
     assert refused, "the run never reached the server's limit"
     assert len(posts) == len(made) + len(refused)  # no other refusal
-    # the cap is learned: far fewer refusals than POSTs
-    assert len(refused) < n
-    if not target.is_live:  # the sandbox holds the limit exactly (the platform need not)
+    if not target.is_live:
+        # the cap is learned: fewer refusals than cases. (On a live server the user's
+        # other active jobs, every algorithm's, hold slots gcbatch cannot see, and its
+        # jobs run for as long as the workers take: refusals are its only way to ask.)
+        assert len(refused) < n
+        # the sandbox holds the limit exactly; the platform checks it without a lock, so
+        # concurrent POSTs can overshoot it (docs/fidelity.md)
         assert peak.peak <= limit
     assert_one_job_per_case(target, study, before)
 
@@ -79,9 +83,9 @@ def test_active_jobs_limit_every_case_once_refusals_learned(
 def test_out_of_credits_stops_cleanly_then_exactly_the_rest(
     target: Target, tmp_path: Path
 ) -> None:
-    """Credits for 3 of 8 jobs: exit 4, "3 submitted, 5 wait"; with credits again the
-    next run sends exactly the 5 (a live server cannot be given credits: there the
-    re-run must send nothing and make nothing)."""
+    """Credits for 3 of 8 jobs: exit 4, "3 submitted, 5 wait" as the server counted them;
+    with credits again the next run sends exactly the 5 (a live server cannot be given
+    credits: there the re-run must make nothing and lose nothing)."""
     target.tune(credits_per_month=3 * 1000)  # the pricey algorithm costs 1000 a job
     n = 8
     study = value_study(tmp_path, n, new_run_id(), algorithm=WORLD.pricey)
@@ -92,8 +96,12 @@ def test_out_of_credits_stops_cleanly_then_exactly_the_rest(
     assert f"{made} submitted" in first.stdout and f"{n - made} wait" in first.stdout
     if not target.is_live:
         assert made == 3
-    else:  # a fresh oracle has 3 jobs' worth; an earlier run may have spent some
-        assert 0 <= made <= 3
+    else:
+        # a fresh oracle has 3 jobs' worth; an earlier run may have spent them. The
+        # platform checks credits without a lock, so concurrent POSTs can make a job or
+        # two more than the credits pay for (seen: 4 for 3; docs/fidelity.md)
+        print(f"credits for 3 jobs (on a fresh oracle): {made} made")
+        assert 0 <= made < n
     if target.is_live:
         again = run_cli(target, ["apply", str(study.manifest), "--json"], tmp_path)
         assert again.returncode == 4, again.stdout + again.stderr
