@@ -135,7 +135,7 @@ cases:
 ])
 def test_what_cannot_be_known_is_a_clear_error(tmp_path: Path, body: str, message: str) -> None:
     manifest = _manifest(tmp_path, body)
-    with pytest.raises(ConfigError, match="write sandbox-seed.yaml by hand") as caught:
+    with pytest.raises(ConfigError, match=r"write sandbox-seed\.yaml by hand") as caught:
         derive_seed(manifest)
     assert message in str(caught.value)
 
