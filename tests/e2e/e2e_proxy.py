@@ -41,7 +41,6 @@ import ssl
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -372,11 +371,3 @@ class _Handler(BaseHTTPRequestHandler):
             self._close_upstream()
 
     do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = do_OPTIONS = _forward
-
-
-@contextlib.contextmanager
-def running_proxy(upstream_api_url: str, upstream_cafile: Path | None,
-                  workdir: Path) -> Iterator[FaultProxy]:
-    with FaultProxy(upstream_api_url, upstream_cafile=upstream_cafile,
-                    workdir=workdir) as proxy:
-        yield proxy
