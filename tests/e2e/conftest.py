@@ -54,10 +54,18 @@ def _is_e2e(item: pytest.Item) -> bool:
     return Path(str(item.fspath)).resolve().parent == Path(__file__).resolve().parent
 
 
+_ONE_AT_A_TIME = ("run the suite against a live server without -n: its tests count the "
+                  "jobs of one shared user, so they must run one at a time")
+
+
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers", "sandbox_only(reason): needs what only the sandbox offers; skipped on a "
         "live server (GCBATCH_E2E_SERVER) with the reason")
+    # `pytest tests/e2e -n 2` (this file loaded at start): stop before the workers start
+    if _live() is not None and getattr(config.option, "numprocesses", None) \
+            and not hasattr(config, "workerinput"):
+        pytest.exit(f"e2e: {_ONE_AT_A_TIME}", returncode=4)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -69,6 +77,10 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     if reporter is not None:
         reporter.write_line(f"e2e: running against {_where()}")
     if live is None:
+        return
+    if hasattr(config, "workerinput"):  # a pytest-xdist worker: see pytest_configure
+        for item in mine:
+            item.add_marker(pytest.mark.skip(reason=f"live server: {_ONE_AT_A_TIME}"))
         return
     problem = probe(live)
     if problem is not None:
