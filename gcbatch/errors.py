@@ -12,6 +12,7 @@ and is reported as such (exit 1, with a short message, never the token).
     │   ├── LockfileError               corrupt, foreign format version or other server
     │   ├── LockHeldError               another gcbatch holds the lockfile's lock
     │   ├── ConfigError                 missing token, http:// to a non-loopback host, bad flag
+    │   ├── StateFileError              a state file is a link, a folder, not a regular file
     │   └── PreflightError              cases do not fit the algorithm's interfaces/sockets
     ├── ApiError (1)                    the server answered with an error status
     │   ├── AuthenticationError         401
@@ -115,6 +116,12 @@ class LockHeldError(InputError):
 
 class ConfigError(InputError):
     """Bad settings: missing token, unsafe server URL, contradictory flags."""
+
+
+class StateFileError(InputError):
+    """A file gcbatch keeps its state in (lockfile, journal, OS lock, download record,
+    hash cache) is not one it may use: a symbolic or hard link (writing would change
+    another file), a folder, a FIFO or a device."""
 
 
 class PreflightError(InputError):

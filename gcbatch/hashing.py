@@ -27,7 +27,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from gcbatch.files import atomic_write_bytes
+from gcbatch.files import atomic_write_bytes, read_state, refuse_link
+from gcbatch.jsonvalues import too_deep
 from gcbatch.perf import gc_paused
 
 CHUNK_SIZE = 1024 * 1024
@@ -87,6 +88,9 @@ class FileHasher:
         self._dirty = False
         self._lock = threading.Lock()
         if cache_path is not None:
+            # its folder (``.gcbatch/``) and the file itself may come with a cloned study:
+            # neither is written through a link (StateFileError, before anything else)
+            refuse_link(cache_path.parent, "folder of gcbatch's local state")
             self._cache, self._json = _read_cache(cache_path)
 
     def cached_json(self, path: str) -> tuple[Any, str] | None:
@@ -98,8 +102,10 @@ class FileHasher:
         text = cached[2]
         try:
             value = _SCALARS[text] if text in _SCALARS else json.loads(text)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, RecursionError):
             return None
+        if isinstance(value, (list, dict)) and too_deep(value):
+            return None  # not a value we cached (the file itself decides)
         return value, str(cached[3])
 
     def cached_json_digest(self, path: str) -> str | None:
@@ -161,7 +167,7 @@ class FileHasher:
             self._dirty = False
         with contextlib.suppress(OSError):  # a read-only checkout still works, only slower
             self.cache_path.parent.mkdir(parents=True, exist_ok=True)
-            atomic_write_bytes(self.cache_path, text.encode("utf-8"))
+            atomic_write_bytes(self.cache_path, text.encode("utf-8"), state="hash cache")
 
 
 def _fresh(table: dict[str, list[Any]], path: str, *, regular: bool = False
@@ -184,11 +190,16 @@ def _fresh(table: dict[str, list[Any]], path: str, *, regular: bool = False
 
 def _read_cache(path: Path) -> tuple[dict[str, list[Any]], dict[str, list[Any]]]:
     """(file digests, JSON values). A missing, unreadable or foreign cache is an empty one
-    (it is only a cache); an older one without JSON values is fine."""
+    (it is only a cache); an older one without JSON values is fine. A link is refused
+    (:class:`~gcbatch.errors.StateFileError`); a value too deep to parse is re-read from
+    its file (:meth:`FileHasher.cached_json`)."""
     try:
+        raw = read_state(path, "hash cache")
+        if raw is None:
+            return {}, {}
         with gc_paused():
-            data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+            data = json.loads(raw.decode("utf-8"))
+    except (OSError, ValueError, RecursionError):
         return {}, {}
     if not isinstance(data, dict) or data.get("version") != CACHE_VERSION:
         return {}, {}
@@ -196,6 +207,9 @@ def _read_cache(path: Path) -> tuple[dict[str, list[Any]], dict[str, list[Any]]]
     if not isinstance(files, dict):
         return {}, {}
     values = data.get("json")
+    # (the shape only: an entry is believed only for a file whose size and mtime_ns are
+    # exactly its own, which a cache that came from elsewhere cannot know; a digest of
+    # the wrong shape only makes a fingerprint differ)
     return {
         k: v for k, v in files.items()
         if isinstance(v, list) and len(v) == 3 and isinstance(v[2], str)

@@ -164,7 +164,7 @@ def _for_case(case: Case, entry: CaseEntry | None, view: ServerFacts | None,
 
 def _from_lockfile(case: Case, entry: CaseEntry | None, view: ServerFacts | None,
                    retry_failed: bool) -> Action:
-    if entry is not None and entry.pending is not None:
+    if entry is not None and entry.pending is not None and entry.pending.may_have_posted:
         pending = entry.pending
         note = "" if pending.fingerprint == case.fingerprint else \
             "; the inputs have changed since"

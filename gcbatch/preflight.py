@@ -38,6 +38,7 @@ from typing import Any
 from gcbatch.api.models import Algorithm, ArchiveItem, Socket
 from gcbatch.errors import PreflightError
 from gcbatch.lockfile import CaseEntry
+from gcbatch.manifest.naming import json_type
 from gcbatch.sources import Case, Source
 
 __all__ = [
@@ -141,30 +142,14 @@ def _json_type_problem(socket: Socket, value: Any) -> str | None:
         return "value is null, which the server refuses for a Value socket"
     kind = socket.kind.lower()
     if kind == "integer" and (isinstance(value, bool) or not isinstance(value, int)):
-        return f"{socket.kind} socket needs an integer, got {_json_type(value)}"
+        return f"{socket.kind} socket needs an integer, got {json_type(value, exact_numbers=True)}"
     if kind == "float" and (isinstance(value, bool) or not isinstance(value, (int, float))):
-        return f"{socket.kind} socket needs a number, got {_json_type(value)}"
+        return f"{socket.kind} socket needs a number, got {json_type(value, exact_numbers=True)}"
     if kind == "bool" and not isinstance(value, bool):
-        return f"{socket.kind} socket needs true or false, got {_json_type(value)}"
+        return f"{socket.kind} socket needs true or false, got {json_type(value, exact_numbers=True)}"
     if kind == "string" and not isinstance(value, str):
-        return f"{socket.kind} socket needs a string, got {_json_type(value)}"
+        return f"{socket.kind} socket needs a string, got {json_type(value, exact_numbers=True)}"
     return None
-
-
-def _json_type(value: Any) -> str:
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, int):
-        return "an integer"
-    if isinstance(value, float):
-        return "a number"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, list):
-        return "a list"
-    if isinstance(value, dict):
-        return "an object"
-    return type(value).__name__
 
 
 def _source_problems(

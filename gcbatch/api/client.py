@@ -64,6 +64,7 @@ import httpx
 
 from gcbatch.api.http import PAGE_LIMIT_MAX, ApiHttp, Params
 from gcbatch.api.job_inputs import ImageInput, JobInput, UploadsInput, ValueInput
+from gcbatch.api.limits import Limits, ResponseTooLarge
 from gcbatch.api.models import (
     Algorithm,
     Archive,
@@ -97,7 +98,9 @@ class GrandChallengeClient:
     ``transport`` replaces the network (``httpx.MockTransport``, the sandbox's in-process
     transport). ``verify`` is True, False (never for real use) or a CA bundle path.
     ``sleep`` and ``clock`` are injectable so tests of the retry loop do not wait.
-    ``on_retry(message)`` is called before each retry's wait (for progress/log lines).
+    ``on_event`` receives a :class:`~gcbatch.events.RequestRetried` before each retry's wait.
+    ``limits``: how large answers may be and how long a request may take
+    (:mod:`gcbatch.api.limits`).
     """
 
     def __init__(
@@ -113,11 +116,12 @@ class GrandChallengeClient:
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.monotonic,
         on_event: Hook = ignore,
+        limits: Limits | None = None,
     ) -> None:
         self._http = ApiHttp(
             base_url, token, transport=transport, retry=retry,
             max_connections=max_connections, timeout=timeout, verify=verify, sleep=sleep,
-            clock=clock, on_event=on_event)
+            clock=clock, on_event=on_event, limits=limits)
         self.base_url = self._http.base_url
         self._retry = self._http.retry
         self._clock = clock
@@ -236,11 +240,20 @@ class GrandChallengeClient:
                     "user_uploads": [self.url(f"uploads/{pk}/") for pk in item.upload_pks]}
         return {"interface": item.socket, "user_upload": self.url(f"uploads/{item.upload_pk}/")}
 
-    def create_job(self, algorithm_url: str, inputs: Sequence[JobInput]) -> Job:
-        """POST a job. Never retried; see the module docstring for the outcome contract."""
+    def create_job(self, algorithm_url: str, inputs: Sequence[JobInput], *,
+                   timeout: float | None = None) -> Job:
+        """POST a job. Never retried; see the module docstring for the outcome contract.
+
+        ``timeout``: seconds to wait for the answer (between any two bytes of it); a
+        POST that hangs longer is unanswered (:class:`InDoubtError`), never resent here.
+        """
         url = self.url("algorithms/jobs/")
         body = {"algorithm": algorithm_url, "inputs": [self.job_input_json(i) for i in inputs]}
-        request = self._http.client.build_request("POST", url, json=body)
+        # (no timeout given: the client's default; httpx reads timeout=None as "no limit")
+        request = self._http.client.build_request(
+            "POST", url, json=body,
+            timeout=httpx.USE_CLIENT_DEFAULT if timeout is None else httpx.Timeout(
+                timeout, connect=min(10.0, timeout), pool=max(60.0, timeout)))
         self._http.count()
         try:
             response = self._http.post_direct(request)
@@ -461,9 +474,14 @@ class GrandChallengeClient:
                     anonymous = True  # storage: never the token
                     continue
                 if response.status_code != 200:
-                    response.read()
                     raise self._http.error(response, what=f"downloading {self._http.display(current)}")
-                return _save(response, target, progress)
+                try:
+                    return _save(response, target, progress, self._http.limits.download_max)
+                except ResponseTooLarge as exc:
+                    raise ApiError(
+                        f"downloading {self._http.display(current)}: the file is {exc}, the "
+                        "most gcbatch accepts for one output; nothing was kept",
+                        status=200, url=self._http.display(current)) from None
             finally:
                 response.close()
         raise ApiError(
@@ -482,15 +500,18 @@ class _BodyBroken(Exception):
         self.received = received
 
 
-def _save(response: httpx.Response, target: Path, progress: Callable[[int], None] | None) -> int:
+def _save(response: httpx.Response, target: Path, progress: Callable[[int], None] | None,
+          limit: int) -> int:
     fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
     total = 0
     try:
         with os.fdopen(fd, "wb") as handle:
             try:
                 for chunk in response.iter_bytes(_DOWNLOAD_CHUNK):
-                    handle.write(chunk)
                     total += len(chunk)
+                    if total > limit:
+                        raise ResponseTooLarge(limit)
+                    handle.write(chunk)
                     if progress is not None:
                         progress(len(chunk))
             except httpx.TransportError as exc:

@@ -18,11 +18,17 @@ subclass picked by the server's message), 401 → :class:`AuthenticationError`, 
 :class:`RateLimitedError`, 5xx → :class:`ServerError`, no answer →
 :class:`TransportError`. The server's messages are kept in ``.message``; the decoded body in
 ``.body``. Each retry is reported as a :class:`~gcbatch.events.RequestRetried` event.
+
+Bounds (:mod:`gcbatch.api.limits`): every answer is read up to a size per kind (an API
+answer, an error, a download) under a deadline for the whole request, and a list is paged
+no further than the ``count`` its first page announced (plus a little for objects created
+meanwhile), whatever its ``next`` links say.
 """
 
 from __future__ import annotations
 
 import json as jsonlib
+import math
 import socket
 import ssl
 import threading
@@ -34,9 +40,18 @@ from urllib.parse import parse_qsl, urljoin
 import httpx
 
 from gcbatch import __version__
+from gcbatch.api.limits import (
+    DeadlineTransport,
+    Limits,
+    ResponseTooLarge,
+    bounded_stream,
+    buffered,
+    read_capped,
+    within,
+)
 from gcbatch.api.models import MalformedResponse
 from gcbatch.api.retry import GiveUp, RetryPolicy, parse_retry_after
-from gcbatch.api.settings import Token, normalise_server_url
+from gcbatch.api.settings import Token, normalise_server_url, ssl_context
 from gcbatch.errors import (
     ApiError,
     AuthenticationError,
@@ -54,7 +69,13 @@ from gcbatch.errors import (
 )
 from gcbatch.events import Hook, RequestRetried, ignore
 
-__all__ = ["PAGE_LIMIT_MAX", "ApiHttp", "Params", "error_messages", "rejection_class"]
+__all__ = [
+    "PAGE_LIMIT_MAX",
+    "ApiHttp",
+    "Params",
+    "error_messages",
+    "rejection_class",
+]
 
 T = TypeVar("T")
 Params = Mapping[str, Any] | Sequence[tuple[str, Any]]
@@ -65,6 +86,9 @@ _ANONYMOUS = "gcbatch.anonymous"
 PAGE_LIMIT_MAX = 1000
 _MAX_PAGES = 100_000  # a bound on any pagination loop (100M objects at 1000/page)
 _MESSAGE_MAX = 2000
+#: how far a list may outgrow the ``count`` its first page announced (objects created
+#: while we page, e.g. the jobs an apply is submitting) before we call it a broken server
+_COUNT_SLACK = 0.10
 
 # The server's messages (as recorded in tests/data/gc-observed/) → the error class that means it.
 _REJECTIONS: tuple[tuple[str, type[RequestRejectedError]], ...] = (
@@ -183,8 +207,10 @@ class ApiHttp:
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.monotonic,
         on_event: Hook = ignore,
+        limits: Limits | None = None,
     ) -> None:
         self.base_url = normalise_server_url(base_url, source="API base URL")
+        self.limits = limits if limits is not None else Limits()
         self._base = httpx.URL(self.base_url)
         self._origin = _origin(self._base)
         self._token = Token(token) if isinstance(token, str) else token
@@ -196,14 +222,10 @@ class ApiHttp:
         self.requests_sent = 0
         self.retries = 0
 
-        if isinstance(verify, str):
-            ssl_verify: bool | ssl.SSLContext = ssl.create_default_context(cafile=verify)
-        else:
-            ssl_verify = verify
         http_timeout = httpx.Timeout(
             timeout, connect=min(10.0, timeout), pool=max(60.0, 4 * timeout)
         )
-        limits = httpx.Limits(
+        pool_limits = httpx.Limits(
             max_connections=max_connections, max_keepalive_connections=max_connections
         )
         if transport is None:
@@ -211,9 +233,9 @@ class ApiHttp:
             # separate send() calls; without NODELAY the body waits for the server's
             # delayed ACK (~40 ms per POST/PUT; docs/architecture.md, "Performance notes"). httpcore
             # 1.x sets it itself, older ones do not, so we never depend on that.
-            transport = httpx.HTTPTransport(
-                verify=ssl_verify,
-                limits=limits,
+            transport = DeadlineTransport(
+                ssl_context=ssl_context(verify),
+                limits=pool_limits,
                 socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)],
             )
         self._transport = transport
@@ -300,6 +322,7 @@ class ApiHttp:
         """
         start = self._clock()
         attempt = 0
+        transfer = stream or content is not None
         while True:
             attempt += 1
             request = self.client.build_request(
@@ -312,8 +335,14 @@ class ApiHttp:
                 extensions={_ANONYMOUS: True} if anonymous else None,
             )
             self.count()
+            deadline = (self.limits.transfer_deadline() if transfer
+                        else self.limits.api_deadline())
             try:
-                response = self.client.send(request, stream=stream)
+                with within(deadline):
+                    response = self.client.send(request, stream=True)
+                bounded_stream(response, deadline)
+                if not stream:
+                    response = self._load(response, method, url)
             except httpx.TransportError as exc:
                 decision = self._retry.decide(
                     attempt, method, exc, elapsed=self._clock() - start, idempotent=idempotent
@@ -342,6 +371,30 @@ class ApiHttp:
             response.close()
             self.wait(decision.delay, method, url, decision.reason)
 
+    def _load(self, response: httpx.Response, method: str, url: str) -> httpx.Response:
+        """The response with its body read, within the size bound of its kind: an error's
+        is cut at ``error_max``; a success's past ``json_max`` is refused."""
+        if response.status_code >= 400:
+            return buffered(response, read_capped(response, self.limits.error_max,
+                                                  truncate=True))
+        try:
+            return buffered(response, read_capped(response, self.limits.json_max))
+        except ResponseTooLarge as exc:
+            raise ApiError(
+                f"{method} {self.display(url)}: the answer is {exc}; refusing to read it "
+                "(no answer of this API is that large)",
+                status=response.status_code, url=self.display(url),
+            ) from None
+
+    def read_error_body(self, response: httpx.Response) -> httpx.Response:
+        """A streamed error response with (the start of) its body read, for :meth:`error`."""
+        try:
+            response.content  # noqa: B018 - read already?
+        except httpx.ResponseNotRead:
+            return buffered(response, read_capped(response, self.limits.error_max,
+                                                  truncate=True))
+        return response
+
     def wait(self, delay: float, method: str, url: str | httpx.URL, reason: str) -> None:
         """Count a retry, report it, and sleep ``delay`` seconds before it."""
         self.count(retry=True)
@@ -350,6 +403,7 @@ class ApiHttp:
 
     def error(self, response: httpx.Response, *, what: str = "") -> ApiError:
         """The gcbatch error for an error response (the caller raises it)."""
+        response = self.read_error_body(response)
         status = response.status_code
         body = _decode_body(response)
         if isinstance(body, str):
@@ -446,7 +500,14 @@ class ApiHttp:
         ]
         query += [("limit", max(1, min(limit, PAGE_LIMIT_MAX))), ("offset", 0)]
         seen_offsets: set[str] = set()
-        for _ in range(_MAX_PAGES):
+        pages_allowed = _MAX_PAGES
+        for page_number in range(1, _MAX_PAGES + 1):
+            if page_number > pages_allowed:
+                raise ApiError(
+                    f"{self.display(url)}: the list did not end after {pages_allowed} pages, "
+                    "although its first page said how many objects it holds; the server's "
+                    "pagination is broken, refusing to follow it further",
+                    status=200, url=self.display(url))
             page = self.json("GET", url, params=query)
             if not isinstance(page, Mapping) or not isinstance(page.get("results"), list):
                 raise ApiError(
@@ -454,16 +515,31 @@ class ApiHttp:
                     status=200,
                     url=self.display(url),
                 )
+            if page_number == 1:
+                pages_allowed = self._pages_for(page.get("count"), limit, url)
             yield from page["results"]
             next_link = page.get("next")
             if not next_link or not page["results"]:
                 return
-            query = parse_qsl(httpx.URL(str(next_link)).query.decode(), keep_blank_values=True)
+            if not isinstance(next_link, str):
+                raise ApiError(f"unexpected answer from {self.display(url)}: 'next' is not "
+                               "a URL", status=200, url=self.display(url))
+            query = parse_qsl(httpx.URL(next_link).query.decode(), keep_blank_values=True)
             key = repr(sorted(query))
             if key in seen_offsets:  # a server bug must not make us loop forever
                 return
             seen_offsets.add(key)
         raise ApiError(f"{self.display(url)}: too many pages", status=200, url=url)
+
+    def _pages_for(self, count: Any, limit: int, url: str) -> int:
+        """How many pages a list of ``count`` objects may take (its first page's word, with
+        room for objects created while we page)."""
+        if type(count) is not int or count < 0:
+            raise ApiError(f"unexpected answer from {self.display(url)}: the list's 'count' "
+                           f"is {count!r}, not a number of objects", status=200,
+                           url=self.display(url))
+        page_size = max(1, min(limit, PAGE_LIMIT_MAX))
+        return math.ceil(count * (1 + _COUNT_SLACK) / page_size) + 2
 
     def post_direct(self, request: httpx.Request) -> httpx.Response:
         """Send ``request`` (to our own API, built by our client: its URL, default
@@ -478,13 +554,12 @@ class ApiHttp:
         """
         if self._token is not None:
             request.headers["Authorization"] = self._token.header_value()
-        response = self._transport.handle_request(request)
-        response.request = request
-        try:
-            response.read()
-        finally:
-            response.close()
-        return response
+        with within(self.limits.api_deadline()):
+            response = self._transport.handle_request(request)
+            response.request = request
+            # an answer too large to be a job is cut short: unreadable, so in doubt
+            body = read_capped(response, self.limits.json_max, truncate=True)
+        return buffered(response, body)
 
 
 

@@ -159,7 +159,12 @@ def _page(page: object) -> tuple[list[Any], int]:
         raise ApiError("unexpected answer to the job list: not a paginated list", status=200)
     count = page.get("count")
     results: list[Any] = page["results"]
-    return results, count if isinstance(count, int) else len(results)
+    if isinstance(count, bool) or not isinstance(count, int) or count < len(results):
+        # where the newest jobs are is read from the count: guessing it would read the
+        # wrong end of the list (and miss a job an in-doubt POST made)
+        raise ApiError(f"unexpected answer to the job list: its count is {count!r}",
+                       status=200)
+    return results, count
 
 
 def _parse_job(item: object) -> Job:

@@ -51,6 +51,7 @@ __all__ = [
     "MAX_PARTS",
     "MIN_PART_SIZE",
     "PartSpec",
+    "SourceChangedError",
     "UploadGoneError",
     "UploadResult",
     "Uploader",
@@ -67,6 +68,11 @@ DEFAULT_CHUNK = 1 * MIB
 #: presigned URLs are requested for this many parts at a time (they expire after ~1 h,
 #: so asking for all 10,000 up front could leave late parts with dead URLs)
 PRESIGN_BATCH = 16
+#: bytes read ahead of the in-order hash that are held for it; chunks beyond are read
+#: again when the hash reaches them (and must not have changed). Small on purpose: an
+#: upload streams in 1 MiB chunks whatever the file's size, and a second read of a chunk
+#: costs less than holding parts of several parallel PUTs in memory.
+HASH_BUFFER = 4 * MIB
 
 ProgressFn = Callable[[int], None]
 
@@ -76,7 +82,7 @@ class UploadGoneError(GcbatchError):
 
 
 class SourceChangedError(GcbatchError):
-    """The file changed size while it was being uploaded."""
+    """The file changed while it was being uploaded, or since it was fingerprinted."""
 
 
 # ---------------------------------------------------------------------------------------
@@ -136,12 +142,30 @@ _PLAIN_MD5_ETAG = re.compile(r'^"?([0-9a-fA-F]{32})"?$')
 
 
 class _Source:
-    """Random-access bytes of a file (read with pread: parts are read in parallel)."""
+    """Random-access bytes of a file (read with pread: parts are read in parallel), and
+    the sha256 of exactly the bytes read for sending.
+
+    Bytes sent = bytes hashed: every chunk's first read feeds an in-order sha256 (chunks
+    read ahead of the hash's position are held, up to :data:`HASH_BUFFER` bytes, or read
+    again later); a chunk read a second time (a retried PUT, the hash catching up) must
+    give the same bytes as its first read (a blake2b digest per chunk), or the file
+    changed under us: :class:`SourceChangedError`.
+    """
 
     def __init__(self, path: Path) -> None:
         self._path = path
         self._fd: int | None = os.open(path, os.O_RDONLY | getattr(os, "O_BINARY", 0))
         self.size = os.fstat(self._fd).st_size
+        self._lock = threading.Lock()
+        self._seen: dict[int, bytes] = {}  # chunk offset → blake2b of its first read
+        self._sha = hashlib.sha256()
+        self._hashed = 0  # the in-order hash covers [0, _hashed)
+        self._held: dict[int, bytes] = {}
+        self._held_bytes = 0
+
+    @property
+    def path(self) -> Path:
+        return self._path
 
     def current_size(self) -> int:
         if self._fd is None:
@@ -153,7 +177,7 @@ class _Source:
             os.close(self._fd)
             self._fd = None
 
-    def read(self, offset: int, length: int) -> bytes:
+    def _pread(self, offset: int, length: int) -> bytes:
         assert self._fd is not None
         out = b""
         while len(out) < length:
@@ -162,6 +186,44 @@ class _Source:
                 raise SourceChangedError(f"{self._path} became shorter while it was being uploaded")
             out += chunk
         return out
+
+    def read(self, offset: int, length: int) -> bytes:
+        data = self._pread(offset, length)
+        digest = hashlib.blake2b(data, digest_size=16).digest()
+        with self._lock:
+            first = self._seen.setdefault(offset, digest)
+            if first != digest:
+                raise SourceChangedError(
+                    f"{self._path} changed while it was being uploaded (bytes at offset "
+                    f"{offset} differ from the first read)")
+            if offset >= self._hashed and offset not in self._held:
+                if offset == self._hashed:
+                    self._advance(data)
+                elif self._held_bytes + len(data) <= HASH_BUFFER:
+                    self._held[offset] = data
+                    self._held_bytes += len(data)
+        return data
+
+    def _advance(self, data: bytes) -> None:
+        """(under the lock) ``data`` is the chunk at the hash's position."""
+        self._sha.update(data)
+        self._hashed += len(data)
+        while self._hashed in self._held:
+            held = self._held.pop(self._hashed)
+            self._held_bytes -= len(held)
+            self._sha.update(held)
+            self._hashed += len(held)
+
+    def sha256(self, chunk_size: int) -> str:
+        """The sha256 of the whole file as read for sending (chunks the hash did not see
+        yet are read once more, and must not have changed)."""
+        while True:
+            with self._lock:
+                position = self._hashed
+            if position >= self.size:
+                break
+            self.read(position, min(chunk_size, self.size - position))
+        return self._sha.hexdigest()
 
     def chunks(
         self, part: PartSpec, chunk_size: int, progress: ProgressFn | None
@@ -195,6 +257,8 @@ class UploadResult:
     parts_sent: int
     parts_reused: int
     bytes_sent: int
+    #: sha256 of the bytes the server holds ("" when an earlier run completed it)
+    sha256: str = ""
 
 
 class _Presigner:
@@ -261,11 +325,17 @@ class Uploader:
         *,
         resume: bool = False,
         progress: ProgressFn | None = None,
+        expect_sha256: str | None = None,
     ) -> UploadResult:
-        """Send the file's parts (only the missing ones if ``resume``) and complete."""
+        """Send the file's parts (only the missing ones if ``resume``) and complete.
+
+        ``expect_sha256``: the digest the file had when it was fingerprinted; if the bytes
+        sent hash otherwise, the upload is aborted before completion
+        (:class:`SourceChangedError`) so no job can ever use it."""
         source = _Source(Path(path))
         try:
-            return self._send(upload, source, resume=resume, progress=progress)
+            return self._send(upload, source, resume=resume, progress=progress,
+                              expect_sha256=expect_sha256)
         finally:
             source.close()
 
@@ -308,6 +378,7 @@ class Uploader:
         *,
         resume: bool,
         progress: ProgressFn | None,
+        expect_sha256: str | None = None,
     ) -> UploadResult:
         specs = plan_parts(source.size, self.part_size)
         etags: dict[int, str] = {}
@@ -352,6 +423,11 @@ class Uploader:
             self._run_parallel(put, todo, etags)
             if source.current_size() != source.size:
                 raise SourceChangedError("the file changed size while it was being uploaded")
+            sha256 = source.sha256(self.chunk_size)
+            if expect_sha256 is not None and sha256 != expect_sha256:
+                raise SourceChangedError(
+                    f"{source.path}: the file changed since it was fingerprinted (the bytes "
+                    "read for sending are not the bytes planned)")
             done = self.client.complete_upload(upload, sorted(etags.items()))
         except (KeyboardInterrupt, SystemExit):
             raise  # leave the upload resumable
@@ -360,7 +436,8 @@ class Uploader:
                 with contextlib.suppress(Exception):
                     self.client.abort_upload(upload)
             raise
-        return UploadResult(done, source.size, len(specs), len(todo), reused, sent_bytes)
+        return UploadResult(done, source.size, len(specs), len(todo), reused, sent_bytes,
+                            sha256)
 
     def _run_parallel(
         self,

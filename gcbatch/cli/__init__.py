@@ -15,8 +15,11 @@ click commands.
 
 from __future__ import annotations
 
+import errno
 import importlib
+import os
 import sys
+import traceback
 from typing import Any
 
 import click
@@ -82,8 +85,45 @@ def cli() -> None:
     """
 
 
+#: set to 1 to see the traceback of an internal error (a bug) as well
+DEBUG_ENV = "GCBATCH_DEBUG"
+
+_ENVIRONMENT_HINTS = {
+    errno.ENOSPC: "the disk is full: free some space and run the command again",
+    errno.EDQUOT: "the disk quota is used up: free some space and run the command again",
+    errno.EROFS: "the folder is on a read-only file system: run from a writable copy",
+    errno.EACCES: "permission denied: check who owns the file or folder",
+    errno.EPERM: "operation not permitted: check who owns the file or folder",
+}
+
+
+def describe_os_error(exc: OSError) -> str:
+    """An OSError from the environment (disk full, read-only folder, permissions) in one
+    sentence: what failed where, what to do, and that nothing recorded is lost."""
+    where = f"{exc.filename}: " if exc.filename else ""
+    reason = exc.strerror or str(exc) or type(exc).__name__
+    hint = _ENVIRONMENT_HINTS.get(exc.errno or 0, "")
+    return (f"{where}{reason}" + (f" ({hint})" if hint else "")
+            + ". What gcbatch recorded before this (lockfile, journal, completed downloads)"
+            " is kept; running the command again carries on from there")
+
+
+def _scrubbed(text: str) -> str:
+    """``text`` without the API token of the environment, should an error carry it."""
+    secret = os.environ.get("GRAND_CHALLENGE_AUTHORIZATION", "").strip().split()
+    for part in secret:
+        if len(part) >= 8 and part.lower() != "bearer":
+            text = text.replace(part, "***")
+    return text
+
+
 def main(argv: list[str] | None = None) -> None:
-    """Entry point: the single error boundary of the CLI."""
+    """Entry point: the single error boundary of the CLI.
+
+    gcbatch's own errors exit with their code (2: bad input, nothing sent); an OSError is
+    the environment (exit 1, one sentence naming the file); anything else is a bug: one
+    line, exit 1, never a traceback (unless GCBATCH_DEBUG=1) and never the token.
+    """
     try:
         code = cli.main(args=argv, prog_name="gcbatch", standalone_mode=False)
     except GcbatchError as exc:
@@ -101,5 +141,16 @@ def main(argv: list[str] | None = None) -> None:
         exc.show()
         sys.exit(EXIT_INVALID if isinstance(exc, click.UsageError) else exc.exit_code)
     except BrokenPipeError:
+        sys.exit(EXIT_FAILURE)
+    except OSError as exc:
+        click.echo(f"error: {_scrubbed(describe_os_error(exc))}", err=True)
+        sys.exit(EXIT_FAILURE)
+    except Exception as exc:  # a bug: say so in one line, keep the traceback for debugging
+        if os.environ.get(DEBUG_ENV):
+            click.echo(_scrubbed(traceback.format_exc()), err=True)
+        detail = _scrubbed(str(exc))[:300]
+        click.echo(f"error: internal error ({type(exc).__name__}{': ' + detail if detail else ''}"
+                   f"); this is a bug in gcbatch, please report it with the command you ran "
+                   f"({DEBUG_ENV}=1 shows where it happened)", err=True)
         sys.exit(EXIT_FAILURE)
     sys.exit(code if isinstance(code, int) else 0)

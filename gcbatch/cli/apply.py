@@ -29,7 +29,12 @@ from gcbatch.cli.common import (
     target_options,
 )
 from gcbatch.engine.executor import Executor
-from gcbatch.engine.options import DEFAULT_CONCURRENCY, ApplyOptions
+from gcbatch.engine.options import (
+    DEFAULT_ANSWER_WINDOW,
+    DEFAULT_CONCURRENCY,
+    DEFAULT_POST_TIMEOUT,
+    ApplyOptions,
+)
 from gcbatch.errors import EXIT_INTERRUPTED, ConfigError
 from gcbatch.operations.apply import apply as apply_study
 from gcbatch.operations.session import connect
@@ -98,6 +103,14 @@ class _Interrupts:
               help="Send in-doubt cases again even when the server shows ambiguous matches.")
 @click.option("--reconcile-wait", type=click.FloatRange(0, 3600), default=60.0, hidden=True,
               help="Seconds to wait for validating jobs while reconciling.")
+@click.option("--answer-window", type=click.FloatRange(0, 86_400),
+              default=DEFAULT_ANSWER_WINDOW, show_default=True,
+              help="Seconds after an unanswered job POST before 'no job on the server' is "
+                   "believed and the case sent again (longer than the platform's request "
+                   "time limit).")
+@click.option("--post-timeout", type=click.FloatRange(0.1, 3600),
+              default=DEFAULT_POST_TIMEOUT, show_default=True,
+              help="Seconds a job POST may wait for its answer.")
 def apply(
     manifest: Path,
     connection: ConnectionOptions,
@@ -110,6 +123,8 @@ def apply(
     keep_going: bool,
     resubmit_in_doubt: bool,
     reconcile_wait: float,
+    answer_window: float,
+    post_timeout: float,
 ) -> int:
     """Upload inputs and submit one job per case, exactly once.
 
@@ -122,6 +137,7 @@ def apply(
             concurrency=concurrency, max_active=max_active, targeting=targeting,
             replace=replace, keep_going=keep_going, retry_failed=retry_failed,
             resubmit_in_doubt=resubmit_in_doubt, reconcile_wait=reconcile_wait,
+            answer_window=answer_window, post_timeout=post_timeout,
         )
     except ValueError as exc:
         raise ConfigError(str(exc)) from None

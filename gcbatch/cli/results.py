@@ -9,7 +9,8 @@ Thin: flags → one operation (:mod:`gcbatch.operations.status`, ``.wait``, ``.d
               job has ended; exit 0 all Succeeded, 1 some did not, 5 on ``--timeout``.
 ``download``  writes every output of the Succeeded jobs to ``--out DIR`` and regenerates
               ``DIR/results.csv`` and ``DIR/results.json`` (all cases, whatever the
-              targeting); exit 1 if some file could not be downloaded.
+              targeting); exit 1 if some file could not be downloaded or a
+              Succeeded job lacks outputs its interface declares.
 
 Results (tables, JSON) go to stdout; progress and warnings to stderr.
 """
@@ -131,7 +132,8 @@ def download(manifest: Path, connection: ConnectionOptions, as_json: bool,
     finally:
         view.close()
     view.show_download(result)
-    return EXIT_FAILURE if result.summary.failures else EXIT_OK
+    summary = result.summary
+    return EXIT_FAILURE if summary.failures or summary.missing else EXIT_OK
 
 
 COMMANDS = [status, wait, download]

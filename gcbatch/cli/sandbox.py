@@ -1,8 +1,13 @@
 """``gcbatch sandbox serve``, ``inspect`` and ``seed``: the emulator for humans.
 
 ``serve`` runs the Grand Challenge emulator on a port until Ctrl-C; ``inspect`` reads
-what a running sandbox holds and what requests it saw (its ``/_sandbox/`` endpoints);
+what a running sandbox holds and what requests it saw (its ``/_sandbox/`` endpoints, which
+need the admin token ``serve`` prints, or sets from ``GCBATCH_SANDBOX_ADMIN_TOKEN``);
 ``seed`` writes a world for ``--sandbox`` derived from a manifest.
+
+``serve`` on an address other than loopback says loudly that the sandbox (its test
+tokens, its data) is then open to the network, and its banner shows the address it
+really listens on.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from typing import Any
 
 import click
 
+from gcbatch.cli.sandbox_seed import seed_command
 from gcbatch.errors import ConfigError, TransportError
 
 __all__ = ["COMMANDS"]
@@ -105,7 +111,8 @@ def sandbox() -> None:
     "--host",
     default="127.0.0.1",
     show_default=True,
-    help="Address to listen on. Keep it on loopback: the sandbox has test tokens.",
+    help="Address to listen on. Keep it on loopback: anyone who reaches the port can use "
+    "the sandbox's well-known test tokens (a warning is printed otherwise).",
 )
 @click.option(
     "--port",
@@ -248,9 +255,11 @@ def serve(
       gcbatch sandbox inspect --url http://127.0.0.1:8000
 
     Faults never apply to /_sandbox/ (the admin endpoints: GET stats, requests, config,
-    faults; POST config, faults), so tests can always read and reset the sandbox.
+    faults; POST config, faults), so tests can always read and reset the sandbox. They
+    need the admin token printed at start (header X-Gcbatch-Sandbox-Admin); set
+    GCBATCH_SANDBOX_ADMIN_TOKEN to choose it.
     """
-    from gcbatch.sandbox import start_sandbox
+    from gcbatch.sandbox import ADMIN_TOKEN_ENV, start_sandbox
     from gcbatch.sandbox.config import SandboxConfig
     from gcbatch.sandbox.faults import FaultPlan, FaultSpecError, parse_fault_spec
     from gcbatch.sandbox.server import CertificateError
@@ -293,6 +302,7 @@ def serve(
             faults=plan,
             access_log=sys.stderr if verbose else None,
             cert_dir=cert_dir,
+            admin_token=os.environ.get(ADMIN_TOKEN_ENV) or None,
         )
     except CertificateError as exc:
         raise ConfigError(str(exc)) from None
@@ -310,10 +320,14 @@ def serve(
             "port": sb.port,
             "users": {name: sb.token(name) for name in sb.users},
             "fault_seed": sb.faults.seed,
+            "admin_token": sb.admin_token,
+            "listening": _listening(sb.server.bound_host, sb.port),
         }
         if as_json:
             click.echo(json.dumps(info, sort_keys=True))
             sys.stdout.flush()
+        if sb.server.listens_beyond_loopback:
+            _warn_open(sb, info)
         _print_banner(banner_stream, sb, info, plan, seed)
         _wait_for_interrupt()
         click.echo("sandbox stopped", err=True)
@@ -326,6 +340,9 @@ def _print_banner(
         click.echo(line, file=stream)
 
     out(f"gcbatch sandbox serving {sb.api_url}")
+    out(f"  listening {info['listening']}"
+        + ("  (OPEN TO THE NETWORK)" if sb.server.listens_beyond_loopback else
+           "  (this machine only)"))
     out(f"  database  {info['db'] or '(temporary, removed on exit)'}")
     out(f"  seed      {seed or 'built-in default'}")
     users = ", ".join(f"{name} (token {token})" for name, token in info["users"].items())
@@ -350,12 +367,37 @@ def _print_banner(
             f"  use       GCBATCH_SERVER={sb.api_url} GRAND_CHALLENGE_AUTHORIZATION={first[1]} "
             "gcbatch apply study.yaml"
         )
+    out(f"  admin     token {info['admin_token']} (header X-Gcbatch-Sandbox-Admin; "
+        "needed by /_sandbox/ and inspect)")
     out(
-        f"  inspect   gcbatch sandbox inspect --url {sb.base_url}"
+        f"  inspect   gcbatch sandbox inspect --url {sb.base_url} "
+        f"--admin-token {info['admin_token']}"
         + (f" --cafile {sb.cafile}" if sb.cafile else "")
     )
     out("Press Ctrl-C to stop.")
     stream.flush()
+
+
+def _listening(host: str, port: int) -> str:
+    """The address the socket is really bound to, as ``host:port``."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _warn_open(sb: Any, info: Mapping[str, Any]) -> None:
+    """The loud warning for a sandbox that other machines can reach (on stderr)."""
+    everywhere = sb.server.bound_host in ("0.0.0.0", "::", "")
+    where = "every network interface" if everywhere else "a network interface"
+    lines = [
+        "!" * 78,
+        f"WARNING: the sandbox listens on {info['listening']}, {where}: it is reachable",
+        "from other machines, not only this one. Anyone who reaches it can use its",
+        "well-known test tokens (" + ", ".join(info["users"].values()) + "), read and change",
+        "its jobs and uploads. Its admin API still needs the admin token. Use --host",
+        "127.0.0.1 unless you mean to share it on a network you trust.",
+        "!" * 78,
+    ]
+    for line in lines:
+        click.echo(line, err=True)
 
 
 def _wait_for_interrupt() -> None:
@@ -387,6 +429,14 @@ def _wait_for_interrupt() -> None:
     help="CA file to verify an https sandbox (printed by serve --tls).",
 )
 @click.option(
+    "--admin-token",
+    envvar="GCBATCH_SANDBOX_ADMIN_TOKEN",
+    required=True,
+    metavar="TOKEN",
+    help="The sandbox's admin token (printed by `sandbox serve`) "
+    "[env: GCBATCH_SANDBOX_ADMIN_TOKEN].",
+)
+@click.option(
     "--since",
     type=click.IntRange(min=0),
     default=0,
@@ -406,7 +456,8 @@ def _wait_for_interrupt() -> None:
     is_flag=True,
     help='Print {"stats", "requests", "faults"} as JSON on stdout.',
 )
-def inspect(url: str, cafile: Path | None, since: int, limit: int, as_json: bool) -> None:
+def inspect(url: str, cafile: Path | None, admin_token: str, since: int, limit: int,
+            as_json: bool) -> None:
     """What a running sandbox holds (jobs, uploads per user) and the requests it saw.
 
     Tests and humans use it to prove "no duplicate jobs" and "nothing was sent".
@@ -414,7 +465,7 @@ def inspect(url: str, cafile: Path | None, since: int, limit: int, as_json: bool
     from gcbatch.sandbox import SandboxAdmin
 
     base = url.split("/api/v1", 1)[0].rstrip("/")
-    admin = SandboxAdmin(base, verify=str(cafile) if cafile else True)
+    admin = SandboxAdmin(base, admin_token=admin_token, verify=str(cafile) if cafile else True)
     try:
         stats = admin.stats()
         requests = admin.requests(since=since)
@@ -518,71 +569,6 @@ def _table(rows: Sequence[Mapping[str, Any]]) -> str:
     return "\n".join(line.rstrip() for line in out)
 
 
-SEED_FORMAT = """\b
-sandbox-seed.yaml (all keys but the slugs optional):
-  users:      [{name: demo, token: demo-token}]
-  sockets:    [{slug: age, kind: Integer},
-               {slug: ct, kind: Image},
-               {slug: report, kind: Anything, super_kind: File,
-                relative_path: report.json}]
-  algorithms: [{slug: my-algorithm,
-                interfaces: [{inputs: [ct, age], outputs: [report]}]}]
-  archives:   [{slug: my-archive, items: [{values: {ct: {image: a.mha},
-                                                    age: {value: 61}}}]}]
-  config:     {max_active_jobs: 16, credits_per_month: 1000}
-Kinds: Integer, Float, String, Bool, Anything, Image, Segmentation, Heat Map,
-PDF file, CSV file, ZIP file, ... (gcbatch/sandbox/seed.py lists them all)."""
-
-
-@sandbox.command("seed", epilog=SEED_FORMAT)
-@click.argument("manifest", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--force", is_flag=True, help="Overwrite an existing sandbox-seed.yaml.")
-def seed_command(manifest: Path, force: bool) -> None:
-    """Write a sandbox world for MANIFEST's algorithm: sandbox-seed.yaml beside it.
-
-    \b
-    --sandbox uses sandbox-seed.yaml beside the manifest when it exists (else the
-    built-in world, which knows only lung-nodule-detector and risk-calculator). This
-    derives one from the manifest: its algorithm with one interface per set of inputs
-    the cases use, a socket per input (kind read from the sources: values by JSON type,
-    files by extension), an archive with 3 items per `foreach: {archive: ...}`.
-    Edit the file freely; then:
-
-    \b
-      gcbatch plan MANIFEST --sandbox
-      gcbatch apply MANIFEST --sandbox
-    """
-    import yaml
-
-    from gcbatch.operations.sandbox_seed import derive_seed
-    from gcbatch.operations.session import SANDBOX_SEED
-    from gcbatch.sandbox.lifecycle import make_mha
-    from gcbatch.sandbox.seed import SeedError, load_seed
-
-    target = manifest.parent / SANDBOX_SEED
-    if target.exists() and not force:
-        raise ConfigError(f"{target} exists; keep it, or replace it with --force")
-    derived = derive_seed(manifest)
-    header = (
-        f"# The sandbox world for {manifest.name} (gcbatch --sandbox reads this file),\n"
-        f"# derived by `gcbatch sandbox seed {manifest.name}`. Edit freely; the format is\n"
-        "# in `gcbatch sandbox seed --help`. Tokens here are test data, not secrets.\n"
-    )
-    for i, relative in enumerate(derived.images):
-        path = manifest.parent / relative
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(make_mha(8, 8, bytes((i * 29 + k) % 256 for k in range(128)), depth=2))
-    target.write_text(header + yaml.safe_dump(derived.seed, sort_keys=False), encoding="utf-8")
-    try:
-        world = load_seed(target)
-    except SeedError as exc:  # a derivation bug: say so rather than leave a broken world
-        raise ConfigError(f"the derived world is not valid ({exc}); please report it") from None
-    alg = world.algorithms[0]
-    click.echo(f"wrote {target}: algorithm {alg.slug} ({len(alg.interfaces)} interface(s)), "
-               f"{len(world.sockets)} socket(s), {len(world.archives)} archive(s)")
-    for note in derived.notes:
-        click.echo(f"note: {note}", err=True)
-    click.echo(f"next: gcbatch plan {manifest} --sandbox")
-
+sandbox.add_command(seed_command)
 
 COMMANDS = [sandbox]

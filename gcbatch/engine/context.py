@@ -24,11 +24,16 @@ from gcbatch.engine.tally import Tally
 from gcbatch.events import CaseProblem, Hook
 from gcbatch.lockfile import JobRecord, LockfileStore, utc_now
 
-__all__ = ["CaseStopped", "RunContext"]
+__all__ = ["CaseParked", "CaseStopped", "RunContext"]
 
 
 class CaseStopped(Exception):
     """This case ends now with the outcome already recorded (a control-flow signal)."""
+
+
+class CaseParked(Exception):
+    """This case waits in the parking lot (:mod:`gcbatch.engine.parking`), which finishes
+    it later; its worker goes on with another case (a control-flow signal)."""
 
 
 @dataclass
@@ -56,6 +61,11 @@ class RunContext:
     created: int = 0
     #: a case failed without --keep-going: the run stops, and is not "interrupted"
     failed_hard: bool = False
+    #: why a part of the engine itself broke (an unexpected error in a thread): the run
+    #: stops whatever --keep-going says, and apply ends with this message (exit 1)
+    broken: list[str] = field(default_factory=list)
+    #: job POSTs resent after an unanswered one, this run (bounded by max_resends)
+    resends: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @property
@@ -71,6 +81,21 @@ class RunContext:
         if not self.options.keep_going:
             self.failed_hard = True
             self.request_stop()
+
+    def broke(self, message: str) -> None:
+        """A part of the engine failed unexpectedly: stop the run now (exit 1)."""
+        with self._lock:
+            self.broken.append(message)
+        self.failed_hard = True
+        self.request_stop()
+
+    def take_resend(self) -> bool:
+        """One more resend allowed by the run's bound (False: the bound is reached)."""
+        with self._lock:
+            if self.resends >= self.options.max_resends:
+                return False
+            self.resends += 1
+            return True
 
     # -- outcomes and records ----------------------------------------------------------------
 

@@ -6,6 +6,13 @@ URL and the file on disk still has the recorded size and mtime (if only the mtim
 its sha256 is compared to the recorded one). An image is complete when all the files its
 record lists are. The record is compacted (rewritten atomically, sorted) at the end of
 every run. See :mod:`gcbatch.engine.downloads` for how it is used.
+
+The record is input like a server's answer: the folder may have been shared, the file
+edited. It is never opened through a link planted at its name
+(:func:`gcbatch.files.open_state`), and a line is taken only when its paths are plain
+relative paths inside the folder (an image's files inside its directory), its size and
+mtime integers: anything else is dropped, so a crafted record can at worst make a file be
+downloaded again, never make ``download`` delete or overwrite a file elsewhere.
 """
 
 from __future__ import annotations
@@ -14,17 +21,35 @@ import contextlib
 import hashlib
 import json
 import os
+import stat
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import IO, Any
 
 from gcbatch import files
 
-__all__ = ["STATE_NAME", "DownloadState", "FileRecord", "ImageRecord", "size_and_sha256"]
+__all__ = [
+    "STATE_NAME",
+    "DownloadState",
+    "FileRecord",
+    "ImageRecord",
+    "is_plain_relative",
+    "link_on_the_way",
+    "size_and_sha256",
+]
 
 STATE_NAME = ".gcbatch-downloads.jsonl"
+_WHAT = "download record"
+
+
+def is_plain_relative(text: str) -> bool:
+    """A relative POSIX path that stays inside its folder: no ``..``, ``.``, empty parts,
+    backslash or NUL, not absolute."""
+    return (bool(text) and "\\" not in text and "\x00" not in text
+            and not text.startswith("/")
+            and not any(part in ("", ".", "..") for part in text.split("/")))
 
 
 @dataclass(frozen=True)
@@ -61,38 +86,37 @@ class DownloadState:
         self.images: dict[str, ImageRecord] = {}
         self._mutex = threading.Lock()
         self._load()
-        self._fh = open(self.path, "ab")  # noqa: SIM115 - closed in close()
+        self._fh = self._open()
         if self._fh.tell() and not self._ends_with_newline():
             # a torn line from a crash must not swallow the first new record
             self._fh.write(b"\n")
             self._fh.flush()
 
+    def _open(self) -> IO[bytes]:
+        fd = files.open_state(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, _WHAT)
+        return os.fdopen(fd, "ab")
+
     def _load(self) -> None:
-        try:
-            data = self.path.read_bytes()
-        except FileNotFoundError:
+        data = files.read_state(self.path, _WHAT, in_place=True)
+        if data is None:
             return
         for raw in data.split(b"\n"):
             # a torn last line (crash mid-append) or anything unreadable is just not a
             # record: the worst case is downloading that file again
             try:
                 entry = json.loads(raw)
-            except (json.JSONDecodeError, UnicodeDecodeError):
+            except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
                 continue
             if not isinstance(entry, dict):
                 continue
-            try:
-                if entry.get("type") == "file":
-                    record = FileRecord(str(entry["path"]), str(entry["source"]),
-                                        int(entry["size"]), int(entry["mtime_ns"]),
-                                        str(entry["sha256"]))
+            if entry.get("type") == "file":
+                record = _file_record(entry)
+                if record is not None:
                     self.files[record.path] = record
-                elif entry.get("type") == "image":
-                    image = ImageRecord(str(entry["path"]), str(entry["source"]),
-                                        tuple(str(f) for f in entry["files"]))
+            elif entry.get("type") == "image":
+                image = _image_record(entry)
+                if image is not None:
                     self.images[image.directory] = image
-            except (KeyError, TypeError, ValueError):
-                continue
 
     def _append(self, entry: Mapping[str, Any]) -> None:
         line = json.dumps(entry, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
@@ -105,7 +129,8 @@ class DownloadState:
             self._fh.flush()
 
     def _ends_with_newline(self) -> bool:
-        with open(self.path, "rb") as fh:
+        fd = files.open_state(self.path, os.O_RDONLY, _WHAT)
+        with os.fdopen(fd, "rb") as fh:
             fh.seek(-1, os.SEEK_END)
             return fh.read(1) == b"\n"
 
@@ -155,6 +180,8 @@ class DownloadState:
             for path in stale:
                 self.files.pop(path, None)
         for path in stale:
+            if link_on_the_way(self.root, PurePosixPath(path)) is not None:
+                continue  # a folder on the way is a link: that file is not ours to delete
             with contextlib.suppress(FileNotFoundError):
                 (self.root / path).unlink()
 
@@ -178,12 +205,54 @@ class DownloadState:
                 for x in lines
             )
             self._fh.close()
-            files.atomic_write_bytes(self.path, text.encode("utf-8"))
-            self._fh = open(self.path, "ab")  # noqa: SIM115
+            files.atomic_write_bytes(self.path, text.encode("utf-8"), state=_WHAT)
+            self._fh = self._open()
 
     def close(self) -> None:
         with self._mutex:
             self._fh.close()
+
+
+def link_on_the_way(root: Path, relative: PurePosixPath) -> str | None:
+    """The first folder between ``root`` and ``relative``'s file that is a symbolic link
+    (or no folder at all), else None: writing or deleting there would reach outside
+    ``root`` (a shared results folder may hold such a link, e.g. ``case-1 -> ~``)."""
+    here = root
+    for part in relative.parts[:-1]:
+        here = here / part
+        try:
+            mode = os.lstat(here).st_mode
+        except FileNotFoundError:
+            return None  # (made by us from here on, as a real folder)
+        if stat.S_ISLNK(mode) or not stat.S_ISDIR(mode):
+            return str(PurePosixPath(*here.relative_to(root).parts))
+    return None
+
+
+def _file_record(entry: Mapping[str, Any]) -> FileRecord | None:
+    """A ``file`` line as a record, or None when any field is not what we write."""
+    path, source, size = entry.get("path"), entry.get("source"), entry.get("size")
+    mtime, sha = entry.get("mtime_ns"), entry.get("sha256")
+    if not (isinstance(path, str) and is_plain_relative(path) and "/" in path
+            and isinstance(source, str) and type(size) is int and size >= 0
+            and type(mtime) is int and isinstance(sha, str)):
+        return None
+    return FileRecord(path, source, size, mtime, sha)
+
+
+def _image_record(entry: Mapping[str, Any]) -> ImageRecord | None:
+    """An ``image`` line as a record, or None unless its files are plain names directly
+    inside its directory (the only files ``drop_image`` may delete)."""
+    directory, source, names = entry.get("path"), entry.get("source"), entry.get("files")
+    if not (isinstance(directory, str) and is_plain_relative(directory)
+            and isinstance(source, str) and isinstance(names, list)):
+        return None
+    prefix = directory + "/"
+    for name in names:
+        if not (isinstance(name, str) and name.startswith(prefix)
+                and is_plain_relative(name) and "/" not in name[len(prefix):]):
+            return None
+    return ImageRecord(directory, source, tuple(names))
 
 
 def size_and_sha256(path: Path) -> tuple[int, str]:

@@ -11,7 +11,15 @@ Layout, as gcapi lays out a job's outputs (``<dir>/<socket relative_path>``):
 A socket with an empty ``relative_path`` falls back to ``<slug>.json`` (values),
 ``<slug>`` (files) and ``images/<slug>`` (images). Paths from the server are checked
 (relative, no ``..``) before anything is written: a server cannot make us write outside
-``DIR``.
+``DIR``; nor can the folder itself: a file is never written or deleted below a folder of
+``DIR`` that is a symbolic link (a shared results folder may hold ``case-1 -> ~``), and
+the record of completed downloads is read like a server's answer (see
+:mod:`gcbatch.engine.download_record`).
+
+Missing outputs: a Succeeded job must have every output its interface declares (the
+algorithm's interface whose inputs are the job's); one that is absent, or a file or image
+output without its file or image, is listed by case (:func:`missing_outputs`) and makes
+the command fail, instead of a silent gap in the results.
 
 Atomic and resumable. The client streams each file into a temporary file beside its
 target, fsyncs it and renames it over the target (:meth:`GrandChallengeClient.download`);
@@ -48,15 +56,18 @@ from typing import Any, Protocol
 from urllib.parse import unquote, urlsplit
 
 from gcbatch import files
-from gcbatch.api.models import Image, Job, SocketValue
+from gcbatch.api.models import Algorithm, Image, Job, SocketValue
 from gcbatch.engine.download_record import (
     DownloadState,
     FileRecord,
     ImageRecord,
+    is_plain_relative,
+    link_on_the_way,
     size_and_sha256,
 )
 from gcbatch.errors import GcbatchError
 from gcbatch.events import BytesReceived, DownloadPlanned, FileDone, Hook, ignore
+from gcbatch.manifest.semantics import reserved_id_problem
 
 PART_SUFFIX = ".gcbatch-part"
 
@@ -81,16 +92,20 @@ class UnsafePathError(GcbatchError):
 
 def safe_relative(text: str, *, what: str) -> PurePosixPath:
     """``text`` as a relative POSIX path that stays inside its parent, or UnsafePathError."""
-    path = PurePosixPath(text)
-    if (
-        not text
-        or "\\" in text
-        or "\x00" in text
-        or path.is_absolute()
-        or any(part in ("", ".", "..") for part in text.split("/"))
-    ):
+    if not is_plain_relative(text):
         raise UnsafePathError(f"refusing to write {what} {text!r}: not a plain relative path")
-    return path
+    return PurePosixPath(text)
+
+
+def checked_target(out_dir: Path, relative: PurePosixPath) -> Path:
+    """``out_dir / relative``, or UnsafePathError when a folder on the way there is a
+    symbolic link (writing would land outside ``out_dir``)."""
+    link = link_on_the_way(out_dir, relative)
+    if link is not None:
+        raise UnsafePathError(
+            f"refusing to write {relative}: {out_dir / link} is a symbolic link or not a "
+            "folder; gcbatch writes results only into real folders under --out")
+    return out_dir / relative
 
 
 def url_key(url: str) -> str:
@@ -158,6 +173,9 @@ def plan_tasks(jobs: Mapping[str, Job]) -> list[Task]:
         if not job.succeeded:
             continue
         case_dir = safe_relative(case_id, what="case id")
+        reserved = reserved_id_problem(case_id)
+        if reserved is not None:  # (a lockfile edited by hand: the manifest refuses it)
+            raise UnsafePathError(f"refusing to write case {case_id!r}: {reserved}")
         used: dict[PurePosixPath, str] = {}
         for output in sorted(job.outputs, key=lambda o: o.socket_slug):
             kind = output_kind(output)
@@ -179,6 +197,28 @@ def plan_tasks(jobs: Mapping[str, Job]) -> list[Task]:
                 assert output.image is not None
                 tasks.append(ImageTask(case_id, rel, output.image))
     return tasks
+
+
+def missing_outputs(jobs: Mapping[str, Job], algorithm: Algorithm | None
+                    ) -> list[tuple[str, str]]:
+    """``(case id, socket)`` for each output a Succeeded job should have and has not:
+    absent from its outputs, or a file/image output without its file/image. What it
+    should have is the outputs of the algorithm's interface whose inputs are the job's;
+    a job no interface fits (the algorithm changed since) is not judged."""
+    if algorithm is None:
+        return []
+    missing: list[tuple[str, str]] = []
+    for case_id in sorted(jobs):
+        job = jobs[case_id]
+        if not job.succeeded:
+            continue
+        interface = algorithm.interface_for(frozenset(v.socket_slug for v in job.inputs))
+        if interface is None:
+            continue
+        present = {o.socket_slug for o in job.outputs if output_kind(o) is not None}
+        missing += [(case_id, slug) for slug in sorted(s.slug for s in interface.outputs)
+                    if slug not in present]
+    return missing
 
 
 # --------------------------------------------------------------------------- file writing
@@ -230,6 +270,8 @@ class DownloadSummary:
     values_unchanged: int = 0
     images_resolved: int = 0
     failures: list[tuple[str, str]] = field(default_factory=list)
+    #: (case id, socket) of outputs a Succeeded job lacks (see :func:`missing_outputs`)
+    missing: list[tuple[str, str]] = field(default_factory=list)
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -240,6 +282,7 @@ class DownloadSummary:
             "values_unchanged": self.values_unchanged,
             "images_resolved": self.images_resolved,
             "failures": [{"path": p, "error": e} for p, e in self.failures],
+            "missing_outputs": [{"case": c, "socket": o} for c, o in self.missing],
         }
 
 
@@ -250,8 +293,12 @@ def download_outputs(
     *,
     workers: int = 8,
     on_event: Hook = ignore,
+    algorithm: Algorithm | None = None,
 ) -> DownloadSummary:
     """Download every output of the Succeeded jobs in ``jobs`` (case id → job) to ``out_dir``.
+
+    ``algorithm``: what the jobs should have produced; outputs they lack are listed in
+    the summary's ``missing`` (:func:`missing_outputs`).
 
     A failure of one file (HTTP error, transport error, disk error) is recorded in the
     summary's ``failures`` and does not stop the others; the caller decides the exit code.
@@ -261,7 +308,7 @@ def download_outputs(
     out_dir.mkdir(parents=True, exist_ok=True)
     tasks = plan_tasks(jobs)
     state = DownloadState(out_dir)
-    summary = DownloadSummary()
+    summary = DownloadSummary(missing=missing_outputs(jobs, algorithm))
     lock = threading.Lock()
 
     def fail(path: str, exc: BaseException) -> None:
@@ -326,7 +373,8 @@ def download_outputs(
             all_files = file_tasks + [f for fs in image_files.values() for f in fs]
             on_event(DownloadPlanned(len(all_files)))
             for file_task in all_files:
-                if not state.file_complete(file_task.target, url_key(file_task.url)):
+                if (not state.file_complete(file_task.target, url_key(file_task.url))
+                        and link_on_the_way(out_dir, file_task.target) is None):
                     remove_stale_parts(out_dir / file_task.target)
 
             def fetch(task: FileTask) -> None:
@@ -337,7 +385,7 @@ def download_outputs(
                     on_event(FileDone(str(task.target), state.files[str(task.target)].size,
                                       True))
                     return
-                target = out_dir / task.target
+                target = checked_target(out_dir, task.target)
                 target.parent.mkdir(parents=True, exist_ok=True)
                 # the client streams to a temp file beside target, fsyncs, renames
                 client.download(task.url, target,
@@ -385,13 +433,13 @@ def _write_value(
     summary: DownloadSummary,
     fail: Callable[[str, BaseException], None],
 ) -> None:
-    target = out_dir / task.target
     try:
+        target = checked_target(out_dir, task.target)
         with contextlib.suppress(FileNotFoundError, IsADirectoryError):
             if target.read_bytes() == task.data:
                 summary.values_unchanged += 1
                 return
         atomic_write_bytes(target, task.data, durable=False)
         summary.values_written += 1
-    except OSError as exc:
+    except (OSError, UnsafePathError) as exc:
         fail(str(task.target), exc)

@@ -9,6 +9,8 @@ parts, each in its own module over one shared :class:`~gcbatch.engine.context.Ru
 - admission (:mod:`~gcbatch.engine.slots` over :mod:`~gcbatch.engine.admission`): when
   a case may upload and when it may POST, under the active-jobs limit and the quotas;
 - the slot monitor (:mod:`~gcbatch.engine.monitor`): frees a slot the moment a job ends;
+- the parking lot (:mod:`~gcbatch.engine.parking`): in-doubt cases wait out the answer
+  window there, holding no worker, and come back to one to be sent again;
 - the tally (:mod:`~gcbatch.engine.tally`): outcomes and counters, for the summary and
   the progress events.
 
@@ -18,6 +20,11 @@ only the run: start, wait (responsive to Ctrl-C), checkpoint every
 starts, cases waiting for a slot give up waiting, in-flight requests finish, the lockfile
 is checkpointed. Nothing is ever lost by a harder stop either: the journal already holds
 every intent.
+
+Every thread is guarded: an unexpected error in a worker fails its case (and stops the
+run unless ``--keep-going``); one in the slot monitor or the parking lot stops the run
+at once, and :meth:`Executor.run` then raises :class:`EngineError` (exit 1) after the
+lockfile was checkpointed: never a hang.
 """
 
 from __future__ import annotations
@@ -32,13 +39,14 @@ from pathlib import Path
 from gcbatch.api.client import GrandChallengeClient
 from gcbatch.api.models import Algorithm, ArchiveItem
 from gcbatch.api.server_view import ServerView
-from gcbatch.engine.context import CaseStopped, RunContext
+from gcbatch.engine.context import CaseParked, CaseStopped, RunContext
 from gcbatch.engine.monitor import SlotMonitor
 from gcbatch.engine.options import ApplyOptions
 from gcbatch.engine.outcomes import ApplySummary, CaseOutcome, Outcome
+from gcbatch.engine.parking import Parked, Parking
 from gcbatch.engine.posting import Posting
 from gcbatch.engine.prepare import build_sent
-from gcbatch.engine.sent import Sent
+from gcbatch.engine.sent import Sent, Stage
 from gcbatch.engine.slots import Slots
 from gcbatch.engine.tally import Tally
 from gcbatch.engine.uploading import Uploading
@@ -50,7 +58,12 @@ from gcbatch.plan import ActionKind, Plan
 from gcbatch.sources import Case
 from gcbatch.statuses import TERMINAL_STATUSES
 
-__all__ = ["Executor"]
+__all__ = ["EngineError", "Executor"]
+
+
+class EngineError(GcbatchError):
+    """A part of the apply engine broke (a bug, or an answer nothing could make sense
+    of); the run was stopped and its lockfile saved (exit 1)."""
 
 #: The display needs no more than this many progress events a second.
 _PROGRESS_INTERVAL = 0.1
@@ -88,6 +101,10 @@ class Executor:
             items=dict(items or {}), scratch=scratch_dir)
         self._uploading = Uploading(self.run_context)
         self._posting = Posting(self.run_context, self._uploading)
+        self._parking = Parking(self.run_context, self._posting.reconciler,
+                                resend=self._resend, finished=self.run_context.tally.finish)
+        self._posting.parking = self._parking
+        self._pool: ThreadPoolExecutor | None = None
         self._done = threading.Event()
         self._total = 0
 
@@ -133,14 +150,22 @@ class Executor:
         self._prime_active()
         monitor = SlotMonitor(run, self._done)
         monitor.start()
+        self._parking.start()
         try:
             self._run_work(work)
         finally:
             self._done.set()
             run.slots.wake()
+            self._parking.close()
             monitor.join(timeout=30)
             run.store.checkpoint()
             run.emit(self.progress())
+        if run.broken:
+            counts = run.tally.outcomes()
+            done = sum(1 for o in counts if o.kind in (Outcome.SUBMITTED, Outcome.ADOPTED))
+            raise EngineError(
+                f"apply stopped: {'; '.join(run.broken)}. {done} case(s) got their job "
+                f"before the stop; {run.store.path.name} is saved: run apply again")
         return ApplySummary(
             outcomes=run.tally.outcomes(),
             stopped_by_credits=run.slots.stopped_by_credits,
@@ -189,6 +214,7 @@ class Executor:
         run = self.run_context
         pool = ThreadPoolExecutor(max_workers=run.options.concurrency,
                                   thread_name_prefix="gcbatch-worker")
+        self._pool = pool
         try:
             for w in work:
                 pool.submit(self._process_safely, w)
@@ -208,12 +234,24 @@ class Executor:
             pool.shutdown(wait=True, cancel_futures=False)
 
     def _process_safely(self, work: _Work) -> None:
+        self._guarded(work.case, lambda: self._process(work))
+
+    def _resend(self, parked: Parked) -> None:
+        """From the parking lot: a case whose answer window closed without a job goes
+        back to a worker (a pool task) to be sent again."""
+        pool = self._pool
+        assert pool is not None
+        pool.submit(self._guarded, parked.case, lambda: self._posting.resend(parked))
+
+    def _guarded(self, case: Case, step: Callable[[], None]) -> None:
         run = self.run_context
-        case = work.case
+        parked = False
         try:
-            self._process(work)
+            step()
         except CaseStopped:
             pass
+        except CaseParked:
+            parked = True  # the parking lot finishes it
         except GcbatchError as exc:
             run.outcome(case.id, Outcome.FAILED, str(exc))
             run.fail_hard()
@@ -221,7 +259,8 @@ class Executor:
             run.outcome(case.id, Outcome.FAILED, f"internal error: {type(exc).__name__}: {exc}")
             run.fail_hard()
         finally:
-            run.tally.finish(case.id)
+            if not parked:
+                run.tally.finish(case.id)
 
     def _process(self, work: _Work) -> None:
         run = self.run_context
@@ -234,6 +273,8 @@ class Executor:
             prior = self._posting.reconcile_pending(case, entry)
             if prior is None:
                 return  # adopted, or left in doubt
+        elif entry.pending is not None:
+            prior = _unsent(entry)  # stopped during its uploads: resume them
         if prior is not None and prior.attempt and entry.pending is not None \
                 and entry.pending.fingerprint != case.fingerprint:
             prior = None  # the inputs changed since: a fresh attempt with the new inputs
@@ -249,3 +290,13 @@ class Executor:
                 active.add(entry.job.pk)
                 run.job_case[entry.job.pk] = cid
         run.slots.track_active(active)
+
+
+def _unsent(entry: CaseEntry) -> Sent | None:
+    """The attempt of an intent whose job POST never went out (stage ``upload``)."""
+    assert entry.pending is not None
+    try:
+        sent = Sent.from_json(entry.pending.payload)
+    except ValueError:
+        return None
+    return sent if sent.stage == Stage.UPLOAD else None

@@ -46,7 +46,8 @@ class SlotMonitor:
         #: the job list's length when last read, and how many jobs the run had made then
         self._list_count = 0
         self._created_at_read = 0
-        self._thread = threading.Thread(target=self._loop, name="gcbatch-monitor", daemon=True)
+        self._thread = threading.Thread(target=self._guarded, name="gcbatch-monitor",
+                                        daemon=True)
 
     def start(self) -> None:
         self._thread.start()
@@ -57,6 +58,15 @@ class SlotMonitor:
             self._pollers.shutdown(wait=True)
 
     # -- the loop -----------------------------------------------------------------------------
+
+    def _guarded(self) -> None:
+        """The loop, guarded: an unexpected error (a bug, an answer that makes no sense)
+        stops the run at once (the executor reports it, exit 1) rather than leaving
+        workers waiting forever for slots nobody frees."""
+        try:
+            self._loop()
+        except BaseException as exc:
+            self.run.broke(f"the slot monitor stopped: {type(exc).__name__}: {exc}")
 
     def _loop(self) -> None:
         options = self.run.options
@@ -172,7 +182,9 @@ class SlotMonitor:
             try:
                 results, count = self.run.view.tail(self.run.algorithm.pk, limit=limit,
                                                     offset=offset)
-            except (ApiError, TransportError):
+            except (ApiError, TransportError) as exc:
+                if isinstance(exc, ApiError) and exc.status == 200:
+                    raise  # an answer that makes no sense: stop (the guard), never guess
                 return found
             self._list_count, self._created_at_read = count, created
             for item in results:

@@ -4,19 +4,31 @@ For each attempt: take a slot (:meth:`~gcbatch.engine.slots.Slots.reserve`), jou
 intent at stage ``post`` (fsynced), send the POST once, and record what the answer proves:
 
 - a job → ``submitted``;
-- "too many active jobs" → nothing was created: learn the cap, wait for a slot, POST again;
+- "too many active jobs" → nothing was created: learn the cap, wait for a slot, POST again
+  (the intent goes back to stage ``upload``: a definite answer never leaves a doubt);
 - "out of credits" → nothing was created: stop every POST of the run (exit 4);
 - 429 / no connection → nothing was sent: try again after a pause, a few times;
 - "a result for these inputs already exists" → find that job (:meth:`Posting.adopt_duplicate`);
 - another 4xx → refused: the case fails;
-- no definite answer (timeout, reset, 5xx, an unreadable 201) → *in doubt*: look for the
-  job on the server (:mod:`gcbatch.engine.reconcile`) before anything is sent again.
+- "Invalid hyperlink - Object does not exist" for our own upload (on a resend) → a job
+  consumed it: the case is looked up, never counted as refused;
+- no definite answer (timeout, reset, 5xx, an unreadable 201) → *in doubt*: the case is
+  parked (:mod:`gcbatch.engine.parking`) until a job carrying its handles appears
+  (adopted) or the answer window closes (sent again, with the same uploads).
+
+Resends are bounded: at most ``max_posts_per_case`` unanswered POSTs per case and
+``max_resends`` resends per run; past either the case stays in doubt (exit 1).
 """
 
 from __future__ import annotations
 
-from gcbatch.engine.context import RunContext
+import calendar
+import time
+
+from gcbatch.api.uploads import SourceChangedError
+from gcbatch.engine.context import CaseParked, RunContext
 from gcbatch.engine.outcomes import Outcome
+from gcbatch.engine.parking import Parked, Parking
 from gcbatch.engine.prepare import build_sent
 from gcbatch.engine.reconcile import (
     Adopt,
@@ -35,6 +47,7 @@ from gcbatch.errors import (
     DuplicateJobError,
     GcbatchError,
     InDoubtError,
+    NotFoundError,
     OutOfCreditsError,
     RateLimitedError,
     RequestRejectedError,
@@ -46,7 +59,7 @@ from gcbatch.lockfile import CaseEntry
 from gcbatch.sources import Case
 from gcbatch.statuses import TERMINAL_STATUSES
 
-__all__ = ["Posting"]
+__all__ = ["Posting", "consumed_our_upload"]
 
 #: How often a definitely-unsent job POST (429, connection refused) is tried again.
 _MAX_UNSENT_RETRIES = 8
@@ -72,6 +85,22 @@ class _Ahead:
             self._slots.release_prepare()
 
 
+def consumed_our_upload(exc: RequestRejectedError) -> bool:
+    """The refusal says an upload we named is gone: ``inputs[0].user_upload: Invalid
+    hyperlink - Object does not exist.`` (a job consumed it, or it expired)."""
+    text = str(exc)
+    return "user_upload" in text and "Invalid hyperlink - Object does not exist" in text
+
+
+def _age_seconds(started_at: str) -> float | None:
+    """Seconds since a lockfile time (``2026-11-27T14:00:00Z``); None if unreadable."""
+    try:
+        then = calendar.timegm(time.strptime(started_at, "%Y-%m-%dT%H:%M:%SZ"))
+    except (ValueError, OverflowError):
+        return None
+    return max(0.0, time.time() - then)
+
+
 def _short(pk: str) -> str:
     return pk[:8] + "…" if len(pk) > 9 else pk
 
@@ -87,11 +116,14 @@ class Posting:
             run.view, run.algorithm.pk, wait_timeout=options.reconcile_wait,
             poll_interval=min(1.0, max(0.1, options.reconcile_wait / 30)), sleep=run.sleep,
             clock=run.clock)
+        #: where in-doubt cases wait out the answer window (the executor sets it)
+        self.parking: Parking | None = None
 
     # -- one attempt -----------------------------------------------------------------------------
 
-    def submit(self, case: Case, sent: Sent, *, retrying: bool) -> None:
-        """Upload what ``sent`` needs (ahead of a slot, bounded), then POST until settled."""
+    def submit(self, case: Case, sent: Sent, *, retrying: bool, posts: int = 0) -> None:
+        """Upload what ``sent`` needs (ahead of a slot, bounded), then POST until settled
+        (or parked: :class:`CaseParked`). ``posts``: unanswered POSTs of this case so far."""
         run = self.run
         ahead = _Ahead(run.slots)
         try:
@@ -99,13 +131,19 @@ class Posting:
                 if not ahead.take():
                     raise run.stop_case(case.id, Outcome.WAITING, "not submitted (stopped)")
                 journal_intent(run, case, sent.at_stage(Stage.UPLOAD))
-                sent = self.uploading.ensure(case, sent)
-            self._post_until_done(case, sent, retrying=retrying, ahead=ahead)
+                try:
+                    sent = self.uploading.ensure(case, sent)
+                except SourceChangedError as exc:
+                    # this case's own input moved under us: it fails, before any POST;
+                    # the other cases are not affected (no stop of the run)
+                    run.store.rejected(case.id, str(exc))
+                    raise run.stop_case(case.id, Outcome.FAILED, str(exc)) from None
+            self._post_until_done(case, sent, retrying=retrying, ahead=ahead, posts=posts)
         finally:
             ahead.release()
 
     def _post_until_done(self, case: Case, sent: Sent, *, retrying: bool,
-                         ahead: _Ahead) -> None:
+                         ahead: _Ahead, posts: int) -> None:
         run = self.run
         unsent_retries = 0
         for _ in range(_MAX_POST_ROUNDS):
@@ -122,11 +160,16 @@ class Posting:
             ahead.release()
             posting = sent.at_stage(Stage.POST)
             journal_intent(run, case, posting)
+            posted_at = run.clock()
             try:
                 with run.tally.posting_one():
-                    job = run.client.create_job(run.algorithm.api_url, job_inputs(posting))
+                    job = run.client.create_job(run.algorithm.api_url, job_inputs(posting),
+                                                timeout=run.options.post_timeout)
             except TooManyActiveJobsError:
                 run.slots.refused_too_many_active()
+                # a definite "no": back to stage upload, so a stop while this case waits
+                # for a slot leaves nothing in doubt (its uploads are reused next time)
+                journal_intent(run, case, sent.at_stage(Stage.UPLOAD))
                 continue
             except OutOfCreditsError:
                 first = run.slots.credits_exhausted()
@@ -142,6 +185,7 @@ class Posting:
                 if unsent_retries > _MAX_UNSENT_RETRIES:
                     run.store.rejected(case.id, str(exc))
                     raise
+                journal_intent(run, case, sent.at_stage(Stage.UPLOAD))
                 delay = getattr(exc, "retry_after", None) or min(30.0, 0.5 * 2 ** unsent_retries)
                 run.sleep(delay)
                 continue
@@ -151,12 +195,21 @@ class Posting:
                 return
             except InDoubtError as exc:
                 run.slots.in_doubt(case.id)
-                again = self._reconcile_now(case, posting, str(exc))
-                if again is None:
-                    return
-                sent = again
-                continue
-            except (RequestRejectedError, ApiError) as exc:
+                self._park(Parked(case=case, sent=posting, posted_at=posted_at,
+                                  why=str(exc), posts=posts + 1, retrying=retrying))
+            except RequestRejectedError as exc:
+                if not (sent.has_uploads and consumed_our_upload(exc)):
+                    run.slots.released()
+                    run.store.rejected(case.id, str(exc))
+                    raise
+                # our own upload is gone: the POST we sent before made a job after all
+                # (or the upload expired); either way look before anything else
+                run.slots.in_doubt(case.id)
+                self._park(Parked(case=case, sent=posting, posted_at=posted_at,
+                                  why="the server says this case's upload no longer exists "
+                                      "(a job consumed it)",
+                                  posts=posts, consumed=True, retrying=retrying))
+            except ApiError as exc:
                 run.slots.released()
                 run.store.rejected(case.id, str(exc))
                 raise
@@ -169,44 +222,52 @@ class Posting:
 
     # -- doubt --------------------------------------------------------------------------------------
 
-    def _reconcile_now(self, case: Case, sent: Sent, why: str) -> Sent | None:
-        """In this run, right after a POST without a definite answer: the attempt to send
-        again, or None when the case is settled (adopted, or left in doubt)."""
+    def _park(self, parked: Parked) -> None:
+        """Hand the case to the parking lot; its worker goes on with another case."""
         run = self.run
-        run.emit(LookingForJob(case.id, why))
-        # a request the server is still processing may commit a moment later
-        run.sleep(0.5)
-        try:
-            verdict = self.reconciler.reconcile(sent, run.claimed, refresh=True,
-                                                recent=True, should_stop=lambda: False)
-        except (ApiError, TransportError) as exc:
-            run.slots.resolved(case.id, None)
-            run.outcome(case.id, Outcome.IN_DOUBT, f"{why}; the server could not be asked "
-                        f"({exc}); the next apply reconciles it")
-            return None
-        if isinstance(verdict, Adopt):
-            job = verdict.job
-            run.record_job(case.id, job, case.fingerprint, case.digests(), adopted=True)
-            run.slots.resolved(case.id, job.pk, job_active=job.status not in TERMINAL_STATUSES)
-            run.outcome(case.id, Outcome.SUBMITTED, f"job {job.pk} (found after: {why})",
-                        job.pk)
-            return None
-        run.slots.resolved(case.id, None)
-        if isinstance(verdict, NoJob):
-            run.emit(Resending(case.id, f"no job was made ({verdict.reason})"))
-            if sent.has_uploads:
-                return self.uploading.ensure(case, sent)
-            return sent
-        if run.options.resubmit_in_doubt:
-            return self.uploading.ensure(case, build_sent(run, case))
-        jobs = verdict.jobs if isinstance(verdict, (Ambiguous, Wait)) else ()
-        run.outcome(case.id, Outcome.IN_DOUBT,
-                    f"{verdict.reason}: {describe_jobs(jobs)}; run apply again later, or "
-                    "decide and use --resubmit-in-doubt")
-        return None
+        run.emit(LookingForJob(parked.case.id, parked.why))
+        assert self.parking is not None
+        self.parking.park(parked)
+        raise CaseParked()
+
+    def resend(self, parked: Parked) -> None:
+        """A parked attempt whose answer window closed without a job: send it again, within
+        the bounds (per case, per run), else leave the case in doubt."""
+        run = self.run
+        case = parked.case
+        if parked.posts >= run.options.max_posts_per_case:
+            run.outcome(case.id, Outcome.IN_DOUBT,
+                        f"{parked.why}; no job found after {parked.posts} job POST(s) without "
+                        f"an answer (at most {run.options.max_posts_per_case} per case and "
+                        "run); the next apply looks for its job again")
+            return
+        if not run.take_resend():
+            run.outcome(case.id, Outcome.IN_DOUBT,
+                        f"{parked.why}; not sent again: this run already resent "
+                        f"{run.options.max_resends} job POSTs; the next apply looks again")
+            return
+        sent = parked.sent
+        if (parked.earlier and parked.fingerprint != case.fingerprint) \
+                or self._uploads_gone(sent):
+            # inputs changed since, or uploads gone: a fresh attempt under new names, so
+            # no two of our jobs can ever carry the same handle
+            sent = build_sent(run, case)
+        run.emit(Resending(case.id, f"no job after the answer window ({parked.why})"))
+        self.submit(case, sent, retrying=parked.retrying, posts=parked.posts)
+
+    def _uploads_gone(self, sent: Sent) -> bool:
+        for f in sent.uploads:
+            if not f.upload_pk:
+                continue
+            try:
+                self.run.client.get_upload(f.upload_pk)
+            except NotFoundError:
+                return True
+        return False
 
     def reconcile_pending(self, case: Case, entry: CaseEntry) -> Sent | None:
-        """A case in doubt from an earlier run: adopt its job (None), or what to resend."""
+        """A case in doubt from an earlier run: adopt its job (None), park it while its
+        answer window is still open (:class:`CaseParked`), or what to resend."""
         run = self.run
         intent = entry.pending
         assert intent is not None
@@ -221,6 +282,19 @@ class Posting:
             run.outcome(case.id, Outcome.IN_DOUBT, "an earlier submission's record is "
                         "unreadable; check the server, then use --resubmit-in-doubt")
             return None
+        if sent.stage == Stage.UPLOAD:
+            return sent  # its POST never went out: no job, resume its uploads
+        age = _age_seconds(intent.started_at)
+        if age is not None and age < run.options.answer_window \
+                and not run.options.resubmit_in_doubt:
+            run.emit(LookingForJob(case.id, "an earlier run's job POST is still within its "
+                                            "answer window"))
+            assert self.parking is not None
+            self.parking.park(Parked(
+                case=case, sent=sent, posted_at=run.clock() - age,
+                why="an earlier run's job POST got no answer", earlier=True,
+                fingerprint=intent.fingerprint, digests=tuple(sorted(intent.inputs.items()))))
+            raise CaseParked()
         verdict = self.reconciler.reconcile(sent, run.claimed, should_stop=lambda: run.stopping)
         if isinstance(verdict, Adopt):
             run.record_job(case.id, verdict.job, intent.fingerprint, intent.inputs,
@@ -238,8 +312,8 @@ class Posting:
             return build_sent(run, case)
         jobs = verdict.jobs if isinstance(verdict, (Ambiguous, Wait)) else ()
         run.outcome(case.id, Outcome.IN_DOUBT,
-                    f"{verdict.reason}: {describe_jobs(jobs)}; decide, then run apply with "
-                    "--resubmit-in-doubt to send it again")
+                    f"{verdict.reason}: {describe_jobs(jobs)}; choose one with `gcbatch "
+                    "adopt`, or run apply with --resubmit-in-doubt to send it again")
         return None
 
     # -- the server's duplicate check ---------------------------------------------------------------

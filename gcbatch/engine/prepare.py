@@ -20,7 +20,7 @@ from gcbatch.engine.sent import Sent, SentFile, SentInput, Stage
 from gcbatch.errors import InputError
 from gcbatch.sources import Case, Source, split_name
 
-__all__ = ["build_sent", "part_size_for", "upload_name"]
+__all__ = ["build_sent", "mhd_data_file", "part_size_for", "upload_name"]
 
 _TAG_UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
 
@@ -71,8 +71,13 @@ def _sent_input(run: RunContext, case: Case, source: Source, super_kind: str,
     if kind == "image":
         return SentInput(source.socket, "image", image=source.image_url or "")
     if kind in ("file", "files"):
+        # a MetaImage header names its data file (ElementDataFile = vol.raw), and the
+        # platform imports the pair only if that upload keeps exactly this name: the data
+        # file keeps it, the header carries the handle (the image is named after it)
+        data_files = {name for p in source.paths for name in (mhd_data_file(p),) if name}
         files = tuple(
-            SentFile(name=upload_name(case.id, source.socket, i, p.name, attempt),
+            SentFile(name=p.name if p.name in data_files
+                     else upload_name(case.id, source.socket, i, p.name, attempt),
                      path=str(p), size=_size(p))
             for i, p in enumerate(source.paths)
         )
@@ -93,6 +98,27 @@ def _sent_input(run: RunContext, case: Case, source: Source, super_kind: str,
                              files=(SentFile(name=name, path=str(path), size=_size(path)),))
         return SentInput(source.socket, "value", value=value.value)
     raise InputError(f"unknown source kind {kind!r}")
+
+
+_MHD_DATA_FILE = re.compile(rb"^\s*ElementDataFile\s*=\s*(.*?)\s*$")
+
+
+def mhd_data_file(path: Path) -> str | None:
+    """The data file a ``.mhd`` header names (``ElementDataFile = vol.raw``); None for
+    any other file, ``LOCAL``/``LIST`` data, or a header that cannot be read."""
+    if path.suffix.lower() != ".mhd":
+        return None
+    try:
+        with path.open("rb") as handle:
+            head = handle.read(8192)
+    except OSError:
+        return None
+    for line in head.splitlines():
+        match = _MHD_DATA_FILE.match(line)
+        if match:
+            name = match.group(1).decode("utf-8", "replace")
+            return None if name in ("LOCAL", "LIST") or "/" in name else name
+    return None
 
 
 def _download_item_file(run: RunContext, case: Case, url: str) -> Path:

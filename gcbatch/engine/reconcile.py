@@ -8,21 +8,29 @@ find the job by what we sent:
 - **values** compare equal (JSON, with ``true`` never equal to ``1``);
 - **existing images** (``image:`` sources, archive-item images) by image pk;
 - **uploaded images** by *name*: we name every upload ``<case-tag>.gcb-<hash8>.<ext>``
-  (unique per submission attempt) and the platform names the image it makes from an
-  upload after the uploaded file, so ``cases/images/?name=<that>`` finds the image and the
-  job using it is the job our POST created;
-- **uploaded files** cannot be named (the stored file is called after the socket), so a
-  job with a file there is only a *weak* match; whether our uploads were consumed
-  (``GET uploads/<pk>/`` → 404) decides between "it is ours" and "no job".
+  (unique per submission attempt) and the platform names the image it makes from
+  uploads after the uploaded file (a MetaImage pair after its header), so
+  ``cases/images/?name=<that>`` finds the image and the job using it is ours;
+- **uploaded files** (File sockets) by *file name*: the platform stores the value under
+  the upload's filename (``…/<pk>/<upload filename>``), so the last segment of the job
+  input's ``file`` URL must be our upload's name.
+
+Every kind of input has an exact handle, and a job is never adopted on a weaker rule:
+a job whose upload inputs do not carry our names is not ours, whatever else it holds
+(another study's job, a Cancelled one). Matching is by handle alone; claimed jobs (owned
+by a case of the lockfile) are never matched.
 
 The platform attaches upload-made inputs only after validation: the 201 and the job list
 show a fresh job with its value inputs but *without* its upload inputs while it is
 "Validating inputs". Such a *partial* job may be ours, so the verdict is "wait" (bounded)
-rather than "no match". Jobs already claimed by a case in the lockfile are never matched.
+rather than "no match".
 
-Verdicts (:func:`decide`, pure): exactly one strong match → :class:`Adopt`; several →
-:class:`Ambiguous` (left in doubt; the user decides, ``--resubmit-in-doubt``); a partial
-job still validating → :class:`Wait`; otherwise :class:`NoJob` (safe to resubmit).
+Verdicts (:func:`decide`, pure): exactly one match → :class:`Adopt`; several →
+:class:`Ambiguous` (left in doubt; the user decides: ``gcbatch adopt`` or
+``--resubmit-in-doubt``); a partial job still validating → :class:`Wait`; otherwise
+:class:`NoJob`. "No job" is evidence only once the answer window has closed (see
+:mod:`gcbatch.engine.parking`): a gateway may have answered while the application still
+works on the POST.
 
 An intent records the stage it reached (:class:`~gcbatch.engine.sent.Sent`): ``upload``
 (the job POST was never sent, so certainly no job) or ``post`` (the POST may have gone
@@ -36,6 +44,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
+from urllib.parse import unquote
 
 from gcbatch.api.models import Job, SocketValue
 from gcbatch.api.server_view import ServerView
@@ -54,6 +63,7 @@ __all__ = [
     "classify",
     "decide",
     "describe_jobs",
+    "file_name_of",
     "find_existing",
     "json_equal",
 ]
@@ -126,13 +136,18 @@ def _pk_of(url: str) -> str:
 class Match(Enum):
     """How one job relates to what a case sent."""
 
-    STRONG = "strong"      # every input present and verified
-    WEAK = "weak"          # every input present; some (uploaded files) cannot be verified
+    STRONG = "strong"      # every input present and matched by its handle
     PARTIAL = "partial"    # what it has matches; only upload inputs are missing (not attached)
     MISMATCH = "mismatch"
 
 
-STRONG, WEAK, PARTIAL, MISMATCH = Match.STRONG, Match.WEAK, Match.PARTIAL, Match.MISMATCH
+STRONG, PARTIAL, MISMATCH = Match.STRONG, Match.PARTIAL, Match.MISMATCH
+
+
+def file_name_of(url: str) -> str:
+    """The last path segment of a stored file's URL, %-decoded (``…/<pk>/x.json`` → x.json)."""
+    path = url.split("?", 1)[0].split("#", 1)[0].rstrip("/")
+    return unquote(path.rsplit("/", 1)[-1])
 
 
 def classify(sent: Sent, job: Job, named_images: Mapping[str, frozenset[str]]) -> Match:
@@ -160,22 +175,12 @@ def classify(sent: Sent, job: Job, named_images: Mapping[str, frozenset[str]]) -
             if not have.image or _pk_of(have.image) != _pk_of(item.image):
                 return MISMATCH
         elif item.kind == "uploads":
-            if not have.image:
+            # the image is named after one of our uploads (exactly), or it is not ours
+            if not have.image or _pk_of(have.image) not in named_images.get(socket, ()):
                 return MISMATCH
-            names = named_images.get(socket, frozenset())
-            if _pk_of(have.image) in names:
-                continue
-            if names or len(item.files) == 1:
-                # an image named after one of our files exists and this is not it, or a
-                # single-file upload would have given the image exactly our name
+        else:  # "upload": a File socket; the value is stored under the upload's filename
+            if not have.file or file_name_of(have.file) not in {f.name for f in item.files}:
                 return MISMATCH
-            if verdict == STRONG:
-                verdict = WEAK  # several files: the platform may name the image otherwise
-        else:  # "upload": a File socket; the stored file is named after the socket
-            if not have.file:
-                return MISMATCH
-            if verdict == STRONG:
-                verdict = WEAK
     return verdict
 
 
@@ -183,16 +188,16 @@ def decide(sent: Sent, evidence: Evidence, claimed: frozenset[str] | set[str]) -
     """The verdict for one in-doubt intent (pure). ``claimed``: job pks owned by cases."""
     if sent.stage != Stage.POST:
         return NoJob("the job POST was never sent (the run stopped while uploading)")
-    groups: dict[Match, list[Job]] = {STRONG: [], WEAK: [], PARTIAL: []}
+    groups: dict[Match, list[Job]] = {STRONG: [], PARTIAL: []}
     for job in evidence.jobs:
         if job.pk in claimed:
             continue
         kind = classify(sent, job, evidence.named_images)
         if kind in groups:
             groups[kind].append(job)
-    strong, weak, partial = groups[STRONG], groups[WEAK], groups[PARTIAL]
+    strong, partial = groups[STRONG], groups[PARTIAL]
     if len(strong) == 1:
-        return Adopt(strong[0], "its inputs equal what this case sent")
+        return Adopt(strong[0], "its inputs carry what this case sent")
     if len(strong) > 1:
         return Ambiguous(tuple(strong), f"{len(strong)} unclaimed jobs have exactly these inputs")
     validating = [j for j in partial if j.status not in TERMINAL_STATUSES]
@@ -201,18 +206,9 @@ def decide(sent: Sent, evidence: Evidence, claimed: frozenset[str] | set[str]) -
                     f"{len(validating)} job(s) still validating could be this case's")
     recorded = [f.upload_pk for f in sent.uploads if f.upload_pk]
     gone = [pk for pk in recorded if evidence.uploads_gone.get(pk) is True]
-    alive = [pk for pk in recorded if evidence.uploads_gone.get(pk) is False]
-    consumed = bool(recorded) and len(gone) == len(recorded)
-    if alive:
-        # a job that took our uploads would have consumed them; none is validating now
-        return NoJob("its uploads are unused and no job is validating")
-    ended_partial = [j for j in partial if j.status in TERMINAL_STATUSES]
-    if consumed and len(weak) == 1 and not ended_partial:
-        return Adopt(weak[0], "its uploads were consumed and it is the only job that fits")
-    if weak or (consumed and ended_partial):
-        candidates = tuple(weak) + tuple(ended_partial)
-        return Ambiguous(candidates, f"{len(candidates)} job(s) could be this case's "
-                                     "(uploaded inputs cannot be told apart)")
+    if recorded and len(gone) == len(recorded):
+        return NoJob("no job carries this case's upload names (its uploads are gone: "
+                     "expired, or consumed by a job that is not ours to see)")
     return NoJob("no job has these inputs")
 
 
@@ -288,7 +284,14 @@ class Reconciler:
             self._jobs_cache = tuple(self._list_jobs())
         return self._jobs_cache
 
-    def evidence(self, sent: Sent, *, refresh: bool = False, recent: bool = False) -> Evidence:
+    def recent_jobs(self) -> tuple[Job, ...]:
+        """The newest jobs of the algorithm (where a job made minutes ago must be)."""
+        if self._list_recent is not None:
+            return tuple(self._list_recent())
+        return self.jobs(refresh=True)
+
+    def evidence(self, sent: Sent, *, refresh: bool = False, recent: bool = False,
+                 jobs: tuple[Job, ...] | None = None) -> Evidence:
         """Ask in this order: jobs, then image names, then uploads. Inputs only ever get
         attached (never detached), so a job listed without its image is seen as partial
         ("wait"), and a job listed with it has an image the later name query finds.
@@ -296,7 +299,9 @@ class Reconciler:
         ``recent``: only the newest jobs (right after our own POST, the job it may have
         made is among them); otherwise every job of the algorithm (cached until refresh).
         """
-        if recent and self._list_recent is not None:
+        if jobs is not None:
+            pass  # read once for several cases (the parking lot's rounds)
+        elif recent and self._list_recent is not None:
             jobs = tuple(self._list_recent())
         else:
             jobs = self.jobs(refresh=refresh)
@@ -305,7 +310,8 @@ class Reconciler:
             if item.kind == "uploads":
                 pks: set[str] = set()
                 for f in item.files:
-                    pks.update(self._list_image_pks(f.name))
+                    if ".gcb-" in f.name:  # our handles (a MetaImage data file keeps its name)
+                        pks.update(self._list_image_pks(f.name))
                 named[item.socket] = frozenset(pks)
         gone: dict[str, bool] = {}
         if sent.stage == Stage.POST:

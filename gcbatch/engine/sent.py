@@ -40,10 +40,15 @@ class SentFile:
     size: int = 0
     upload_pk: str = ""
     s3_upload_id: str = ""
+    #: ``sha256:<hex>`` of the bytes the completed upload holds ("" until known)
+    sha256: str = ""
 
     def as_json(self) -> dict[str, Any]:
-        return {"name": self.name, "path": self.path, "size": self.size,
-                "upload_pk": self.upload_pk, "s3_upload_id": self.s3_upload_id}
+        out = {"name": self.name, "path": self.path, "size": self.size,
+               "upload_pk": self.upload_pk, "s3_upload_id": self.s3_upload_id}
+        if self.sha256:
+            out["sha256"] = self.sha256
+        return out
 
     @classmethod
     def from_json(cls, data: Any) -> SentFile:
@@ -52,7 +57,8 @@ class SentFile:
         return cls(name=data["name"], path=str(data.get("path") or ""),
                     size=int(data.get("size") or 0),
                     upload_pk=str(data.get("upload_pk") or ""),
-                    s3_upload_id=str(data.get("s3_upload_id") or ""))
+                    s3_upload_id=str(data.get("s3_upload_id") or ""),
+                    sha256=str(data.get("sha256") or ""))
 
 
 @dataclass(frozen=True)

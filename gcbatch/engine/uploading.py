@@ -19,7 +19,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from gcbatch.api.models import Upload
-from gcbatch.api.uploads import Uploader
+from gcbatch.api.uploads import SourceChangedError, Uploader
 from gcbatch.engine.context import RunContext
 from gcbatch.engine.options import MAX_TRANSFERS
 from gcbatch.engine.outcomes import Outcome
@@ -28,11 +28,32 @@ from gcbatch.engine.sent import Sent
 from gcbatch.errors import NotFoundError, TooManyUploadsError
 from gcbatch.events import UploadsPaused
 from gcbatch.sources import Case
+from gcbatch.sources.fingerprints import files_digest
 
-__all__ = ["Uploading", "journal_intent"]
+__all__ = ["Uploading", "check_fingerprinted", "journal_intent"]
 
 #: "too many uploads" refusals one upload tolerates (each waits out the run's pause)
 _MAX_UPLOAD_REFUSALS = 50
+
+
+def check_fingerprinted(case: Case, sent: Sent) -> None:
+    """The files uploaded for each ``file``/``files`` source hash to the digest the case
+    was fingerprinted with (apply's plan), else :class:`SourceChangedError`: the job
+    would get other bytes than the lockfile records. Files whose upload an earlier run
+    completed without recording a digest are not checked."""
+    by_socket = {item.socket: item for item in sent.inputs}
+    for source in case.inputs:
+        item = by_socket.get(source.socket)
+        if source.kind not in ("file", "files") or item is None or not item.files:
+            continue
+        digests = [f.sha256 for f in item.files]
+        if not all(digests):
+            continue
+        if files_digest(digests) != source.digest:
+            names = ", ".join(str(p) for p in source.paths)
+            raise SourceChangedError(
+                f"{names}: changed since apply fingerprinted it (the bytes uploaded are not "
+                "the bytes planned); nothing was submitted for this case: run apply again")
 
 
 def journal_intent(run: RunContext, case: Case, sent: Sent) -> None:
@@ -79,9 +100,10 @@ class Uploading:
             created = True
         if created:
             journal_intent(run, case, sent)
-        # 3. send parts (resuming what the server already holds) and complete
+        # 3. send parts (resuming what the server already holds) and complete, hashing
+        # the bytes as they are sent
         for item in sent.inputs:
-            for f in item.files:
+            for index, f in enumerate(item.files):
                 current = existing.get(f.upload_pk)
                 assert current is not None
                 if current.is_completed:
@@ -89,7 +111,10 @@ class Uploading:
                 if run.stopping:
                     raise run.stop_case(case.id, Outcome.WAITING, "stopped while uploading; "
                                         "apply resumes the upload next time")
-                self._transfer(current, Path(f.path), f.size, resume=f.upload_pk in resumable)
+                digest = self._transfer(current, Path(f.path), f.size,
+                                        resume=f.upload_pk in resumable)
+                sent = sent.with_file(item.socket, index, replace(f, sha256=digest))
+        check_fingerprinted(case, sent)
         return sent
 
     def _create(self, filename: str) -> Upload:
@@ -108,14 +133,16 @@ class Uploading:
             run.slots.uploads_succeeded()
             return upload
 
-    def _transfer(self, upload: Upload, path: Path, size: int, *, resume: bool) -> None:
+    def _transfer(self, upload: Upload, path: Path, size: int, *, resume: bool) -> str:
+        """Send and complete one file; the ``sha256:<hex>`` of the bytes sent."""
         # bounded: each transfer sends a few parts at once, each streamed in 1 MiB chunks
         with self._transfers:
             tally = self.run.tally
             tally.add(uploading=1, to_upload=size)
             try:
                 uploader = Uploader(self.run.client, part_size=part_size_for(size))
-                uploader.send(upload, path, resume=resume,
-                              progress=lambda n: tally.add(uploaded=n))
+                result = uploader.send(upload, path, resume=resume,
+                                       progress=lambda n: tally.add(uploaded=n))
+                return f"sha256:{result.sha256}" if result.sha256 else ""
             finally:
                 tally.add(uploading=-1)

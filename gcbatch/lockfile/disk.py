@@ -11,7 +11,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from gcbatch.errors import LockfileError
-from gcbatch.files import atomic_write_bytes
+from gcbatch.files import atomic_write_bytes, read_state
+from gcbatch.jsonvalues import MAX_DEPTH, too_deep
 from gcbatch.lockfile.decode import parse
 from gcbatch.lockfile.encode import dumps
 from gcbatch.lockfile.journal import read_journal, replay
@@ -47,13 +48,11 @@ def load_as_on_disk(
     open of a fully locked 100,000-case study rewrites nothing)."""
     lockfile: Lockfile | None = None
     try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        pass
+        data = read_state(path, "lockfile")
     except OSError as exc:
         raise LockfileError(f"{path}: cannot read lockfile: {exc.strerror}") from None
-    else:
-        lockfile = parse(text, source=str(path))
+    if data is not None:
+        lockfile = _parse(data, path)
     as_on_disk = lockfile is not None
     if replay_journal:
         events, _ = read_journal(journal_path_for(path))
@@ -66,6 +65,29 @@ def load_as_on_disk(
     return lockfile, as_on_disk
 
 
+def _parse(data: bytes, path: Path) -> Lockfile:
+    """The lockfile in ``data``, read like any input: not UTF-8, nested beyond reason
+    (Python's decoder would overflow its stack) or with an in-doubt intent whose payload
+    could not be written back is a :class:`LockfileError` naming the place."""
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        col = exc.start - (data.rfind(b"\n", 0, exc.start) + 1) + 1
+        raise LockfileError(f"{path}:{line}:{col}: not UTF-8 text; a lockfile is what "
+                            "gcbatch wrote, UTF-8 JSON (was it edited or replaced?)") from None
+    try:
+        lockfile = parse(text, source=str(path))
+    except RecursionError:
+        lockfile = None
+    if lockfile is None or any(entry.pending is not None and too_deep(entry.pending.payload)
+                               for entry in lockfile.cases.values()):
+        raise LockfileError(f"{path}: nested more than {MAX_DEPTH} levels deep; not a "
+                            "lockfile gcbatch wrote")
+    return lockfile
+
+
 def save(path: Path, lockfile: Lockfile) -> None:
-    """Atomically write the lockfile's deterministic text to ``path``."""
-    atomic_write_bytes(path, dumps(lockfile).encode("utf-8"))
+    """Atomically write the lockfile's deterministic text to ``path`` (never through a
+    symbolic link planted at its name)."""
+    atomic_write_bytes(path, dumps(lockfile).encode("utf-8"), state="lockfile")

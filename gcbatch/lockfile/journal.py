@@ -29,6 +29,8 @@ from pathlib import Path
 from typing import IO, Any
 
 from gcbatch.errors import LockfileError
+from gcbatch.files import open_state, read_state
+from gcbatch.jsonvalues import MAX_DEPTH, too_deep
 from gcbatch.lockfile.records import (
     AlgorithmRef,
     CaseEntry,
@@ -83,11 +85,14 @@ def read_journal(path: Path) -> tuple[list[dict[str, Any]], int]:
 
     A last line without its newline is a write torn by a crash: it is ignored (the event
     it held never took effect as far as anyone knows). Anything malformed before the last
-    line is corruption and refused.
+    line is corruption and refused, as is a journal that is a link, a folder or no
+    regular file (:func:`gcbatch.files.read_state`).
     """
     try:
-        data = path.read_bytes()
-    except FileNotFoundError:
+        data = read_state(path, "journal", in_place=True)
+    except OSError as exc:
+        raise LockfileError(f"{path}: cannot read the journal: {exc.strerror}") from None
+    if data is None:
         return [], 0
     events: list[dict[str, Any]] = []
     good = 0
@@ -100,6 +105,13 @@ def read_journal(path: Path) -> tuple[list[dict[str, Any]], int]:
             event = json.loads(raw)
         except (json.JSONDecodeError, UnicodeDecodeError):
             raise LockfileError(f"{path}:{number}: corrupt journal line") from None
+        except RecursionError:
+            event = None  # (nested beyond Python's own limit)
+        # (only an intent's payload is free-form: every other field is checked by type)
+        if event is None or (isinstance(event, dict) and event.get("event") == _INTENT
+                             and too_deep(event.get("payload"))):
+            raise LockfileError(f"{path}:{number}: journal line nested more than "
+                                f"{MAX_DEPTH} levels deep; not one gcbatch wrote")
         if not isinstance(event, dict) or not isinstance(event.get("event"), str):
             raise LockfileError(f"{path}:{number}: journal line is not an event")
         events.append(event)
@@ -233,8 +245,10 @@ class Journal:
     def __init__(self, path: Path) -> None:
         self.path = path
         _, good = read_journal(path)
-        # cut a torn tail so the next event starts on its own line
-        self._fh: IO[bytes] = open(path, "ab")  # noqa: SIM115 - closed in close()
+        # cut a torn tail so the next event starts on its own line; never through a link
+        # planted at its name (appending would write into the file it points to)
+        fd = open_state(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, "journal")
+        self._fh: IO[bytes] = os.fdopen(fd, "ab")
         if self._fh.tell() != good:
             self._fh.truncate(good)
             self._fh.seek(good)

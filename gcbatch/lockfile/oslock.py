@@ -17,6 +17,7 @@ import socket
 from pathlib import Path
 
 from gcbatch.errors import LockHeldError
+from gcbatch.files import open_state
 from gcbatch.lockfile.records import utc_now
 
 
@@ -35,7 +36,8 @@ class FileLock:
         """Take the lock, or raise :class:`LockHeldError` naming its holder (no waiting)."""
         import fcntl
 
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        # never through a link planted at its name: truncating it would empty the target
+        fd = open_state(self.path, os.O_RDWR | os.O_CREAT, "lockfile's OS lock")
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

@@ -18,6 +18,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
+from urllib.parse import urlsplit
 
 from gcbatch.errors import LockfileError
 from gcbatch.perf import frozen_instance
@@ -36,8 +37,23 @@ def utc_now() -> str:
 
 
 def normalize_server(url: str) -> str:
-    """Compare servers by URL with exactly one trailing slash (API roots end in ``/``)."""
-    return url.rstrip("/") + "/"
+    """One spelling per server URL: scheme and host in lower case, the default port
+    dropped, the path with exactly one trailing slash (``HTTPS://GC.org:443/api/v1`` and
+    ``https://gc.org/api/v1/`` are the same server), query and fragment ignored."""
+    parts = urlsplit(url.strip())
+    if not parts.scheme or not parts.hostname:
+        return url.rstrip("/") + "/"
+    scheme = parts.scheme.lower()
+    host = parts.hostname.lower()
+    if ":" in host:
+        host = f"[{host}]"
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    netloc = host if port is None or port == {"https": 443, "http": 80}.get(scheme) \
+        else f"{host}:{port}"
+    return f"{scheme}://{netloc}{parts.path.rstrip('/')}/"
 
 
 class Malformed(Exception):
@@ -157,6 +173,16 @@ class Intent:
     #: the inputs as sent (JSON), for reconciliation; free-form for the executor
     payload: Any = field(default=None, hash=False)
 
+    @property
+    def may_have_posted(self) -> bool:
+        """Whether this unfinished submission may have made a job: its job POST may have
+        gone out (stage ``post``), or its payload is not gcbatch's v1 and we cannot tell.
+        An intent still at stage ``upload`` never sent its POST (or its POST was refused):
+        certainly no job, so its case is not in doubt."""
+        payload = self.payload
+        return not (isinstance(payload, dict) and payload.get("v") == 1
+                    and payload.get("stage") == "upload")
+
     def as_json(self) -> dict[str, Any]:
         return {
             "fingerprint": self.fingerprint,
@@ -262,8 +288,9 @@ class Lockfile:
 
     @property
     def in_doubt(self) -> tuple[str, ...]:
-        """Case ids with an intent and no outcome, sorted."""
-        return tuple(sorted(cid for cid, e in self.cases.items() if e.pending is not None))
+        """Case ids whose submission may have made a job we do not know, sorted."""
+        return tuple(sorted(cid for cid, e in self.cases.items()
+                            if e.pending is not None and e.pending.may_have_posted))
 
 
 def check_belongs(
@@ -279,9 +306,14 @@ def check_belongs(
     another server would mark cases as done that were never submitted there.
     """
     if server is not None and normalize_server(lockfile.server) != normalize_server(server):
+        doubt = len(lockfile.in_doubt)
         raise LockfileError(
-            f"{source} belongs to server {lockfile.server}, not {server}; a lockfile is "
-            "tied to one server (use --lockfile for another file, or --sandbox)"
+            f"{source} belongs to server {lockfile.server}, not {server}: its job pks only "
+            "mean something there. If both URLs reach the same server (a proxy, another "
+            f"name), run with --server {lockfile.server}, or move the study to the new URL "
+            "as README's 'Moving a study to another URL' says. Do not start a new lockfile "
+            "for the same server: every case would be submitted again"
+            + (f", {doubt} in doubt included" if doubt else "")
         )
     if algorithm is not None and lockfile.algorithm.slug != algorithm:
         raise LockfileError(

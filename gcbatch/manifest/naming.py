@@ -40,12 +40,15 @@ def path_of(finding: Finding) -> JsonPath:
     return tuple(int(p) if p.isdigit() else p for p in finding.path.split("/"))
 
 
-def json_type(value: Any) -> str:
-    """The JSON type of ``value`` in words ("a mapping"), for "expected …, got …"."""
+def json_type(value: Any, *, exact_numbers: bool = False) -> str:
+    """The JSON type of ``value`` in words ("a mapping"), for "expected …, got …".
+    ``exact_numbers``: "an integer" apart from "a number" (where the socket cares)."""
     if value is None:
         return "null"
     if isinstance(value, bool):
         return "a boolean"
+    if exact_numbers and isinstance(value, int):
+        return "an integer"
     if isinstance(value, (int, float)):
         return "a number"
     if isinstance(value, str):

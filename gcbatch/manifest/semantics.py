@@ -4,8 +4,11 @@ Placeholders: every name known, and known to the kind of generator it is in (``{
 an archive generator gets "belongs to the other kind of foreach", a near miss gets "did you
 mean"); none in defaults or explicit cases (they are filled per generated case only); a
 generator's id must have one, or every generated case would get the same id. Explicit case
-ids must be unique, and every case must be left with at least one input once the defaults
-are overlaid.
+ids must be unique, must not be a name ``download`` gives its own files beside the case
+folders (:data:`RESERVED_CASE_IDS`, in any letter case: a case folder ``results.csv`` would
+clash with the table), and every case must be left with at least one input once the
+defaults are overlaid. (Our dot-files cannot clash: a case id starts with a letter or a
+digit.)
 
 Checks that need the file system (globs, JSON files, ids after expansion) are expansion's
 (:func:`gcbatch.sources.expand`).
@@ -18,6 +21,18 @@ import difflib
 from gcbatch.errors import Finding
 from gcbatch.manifest.model import ARCHIVE_PLACEHOLDERS, GLOB_PLACEHOLDERS, Manifest, SourceSpec
 from gcbatch.manifest.templates import TemplateError, template_names
+
+#: names ``gcbatch download`` writes into the output folder beside the case folders
+#: (``gcbatch.operations.download``), compared in lower case
+RESERVED_CASE_IDS = frozenset({"results.csv", "results.json"})
+
+
+def reserved_id_problem(case_id: str) -> str | None:
+    """Why ``case_id`` cannot be a case id although it matches the pattern, or None."""
+    if case_id.lower() in RESERVED_CASE_IDS:
+        return (f"case id {case_id!r} is reserved: `gcbatch download` writes "
+                f"{case_id.lower()} beside the case folders; choose another id")
+    return None
 
 
 def semantic_findings(m: Manifest, *, check_empty: bool) -> list[Finding]:
@@ -56,6 +71,9 @@ def semantic_findings(m: Manifest, *, check_empty: bool) -> list[Finding]:
         elif case.id in first_id:
             out.append(m.finding(f"{case.where}.id: duplicate case id {case.id!r} (first at "
                                  f"line {first_id[case.id]})", case.id_line, case.id_col, idp))
+        elif (reserved := reserved_id_problem(case.id)) is not None:
+            out.append(m.finding(f"{case.where}.id: {reserved}", case.id_line, case.id_col,
+                                 idp))
         else:
             first_id[case.id] = case.id_line
         if check_empty and not case.effective_inputs(m.defaults):

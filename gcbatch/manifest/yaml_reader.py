@@ -5,7 +5,9 @@ into plain data by :meth:`_Builder.build`, which allows only the plain YAML tags
 float, bool, null, map, seq): any ``!!python/...`` or custom tag is a finding, never
 executed. It also refuses duplicate keys (PyYAML silently keeps the last one, which would
 hide "two sources for one socket"), non-string keys and NaN/infinity, and caps alias
-expansion ("billion laughs"). Timestamps stay strings (JSON has no dates).
+expansion ("billion laughs") and nesting (:data:`~gcbatch.jsonvalues.MAX_DEPTH` levels:
+Python's parsers recurse per level and would overflow long before a finding could be
+made). Timestamps stay strings (JSON has no dates).
 
 Speed: a 100,000-case manifest is millions of nodes. libyaml (when PyYAML has it) composes
 them ~10 times faster than the pure-Python parser, but its messages and its rules at the
@@ -22,6 +24,7 @@ from typing import Any
 import yaml
 
 from gcbatch.errors import Finding
+from gcbatch.jsonvalues import MAX_DEPTH
 from gcbatch.manifest.naming import JsonPath, human, json_type, pointer
 
 MAX_NODES = 5_000_000  # a backstop; real manifests use generators, not millions of nodes
@@ -138,6 +141,10 @@ class _Builder:
         return self.constructors[node.tag](self.loader, node)
 
     def build(self, node: yaml.Node, path: JsonPath) -> Any:
+        if len(path) > MAX_DEPTH:
+            mark = node.start_mark
+            raise _TooBig(f"nested more than {MAX_DEPTH} levels deep; refusing to read "
+                          "further", mark.line + 1, mark.column + 1)
         self.count += 1
         key = id(node)
         if key in self.built:
@@ -219,8 +226,14 @@ class _Builder:
 
 
 class _TooBig(Exception):
-    """The document is larger than :data:`MAX_NODES` or its aliases than
-    :data:`MAX_ALIAS_NODES`: reading stops with one finding."""
+    """The document is larger than :data:`MAX_NODES`, its aliases than
+    :data:`MAX_ALIAS_NODES` or its nesting deeper than ``MAX_DEPTH``: reading stops with
+    one finding (at ``line``/``col`` when known)."""
+
+    def __init__(self, message: str, line: int = 1, col: int = 1) -> None:
+        super().__init__(message)
+        self.line = line
+        self.col = col
 
 
 def _yaml_finding(display: str, exc: yaml.MarkedYAMLError) -> Finding:
@@ -283,6 +296,12 @@ def _read_yaml_with(loader_class: type[Any], text: str, display: str
     try:
         try:
             node = loader.get_single_node()
+        except RecursionError:  # the composer recurses once per level of nesting
+            if fast:
+                return None
+            mark = loader.get_mark()
+            return None, [Finding(display, f"nested more than {MAX_DEPTH} levels deep; "
+                                  "refusing to read further", mark.line + 1, mark.column + 1)]
         except yaml.YAMLError as exc:
             if fast:
                 return None
@@ -295,7 +314,7 @@ def _read_yaml_with(loader_class: type[Any], text: str, display: str
         try:
             data = builder.build(node, ())
         except _TooBig as exc:
-            return None, [Finding(display, str(exc), 1, 1)]
+            return None, [Finding(display, str(exc), exc.line, exc.col)]
         except yaml.YAMLError:
             if fast:
                 return None

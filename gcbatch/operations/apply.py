@@ -1,10 +1,13 @@
 """``gcbatch apply``: lock, look, plan, pre-flight, then run the engine.
 
 The order is the promise "bad input never half-sends": the lockfile is locked (and
-checked: corrupt, another server or algorithm) before the first request, so a second
-concurrent apply or a wrong lockfile fails having sent nothing; the algorithm and every
-case about to be sent are checked (pre-flight) before the first upload; only then does
-the engine (:class:`~gcbatch.engine.executor.Executor`) create anything.
+checked: corrupt, another server or algorithm) and the manifest's cases are expanded
+(every file found and hashed, every JSON value read) before the first request, so a second
+concurrent apply, a wrong lockfile or a missing input fails having sent nothing at all;
+the algorithm and every case about to be sent are checked (pre-flight) before the first
+upload; only then does the engine (:class:`~gcbatch.engine.executor.Executor`) create
+anything. Cases of archive generators (and, with ``--retry-failed``, those whose jobs the
+server now says failed) are built once the server answered.
 
 A re-apply costs what changed: cases whose locked job still stands are recognised from
 cached digests without being built (``settled``), pre-flight covers only what will be
@@ -51,6 +54,15 @@ def apply(
                                algorithm=AlgorithmRef(manifest.algorithm),
                                checkpoint_every=options.checkpoint_every)
     try:
+        # Everything local is checked before the first request (the promise of exit 2,
+        # "nothing was sent"): the lockfile above, and here the manifest's cases, their
+        # files and JSON values. Only archive generators wait for the server's items.
+        hasher = FileHasher(study.hash_cache)
+        settled_before = settled_fingerprints(store.lockfile,
+                                              retry_failed=options.retry_failed)
+        with gc_paused():  # 100,000 cases: see gcbatch.perf
+            expansion = expand(manifest, archive_items=None, hasher=hasher,
+                               settled=settled_before)
         algorithm = require_algorithm(view.algorithm(manifest.algorithm), manifest.algorithm)
         if (store.lockfile.algorithm.pk, store.lockfile.algorithm.api_url) != (
                 algorithm.pk, algorithm.api_url):
@@ -60,13 +72,15 @@ def apply(
         # the cyclic GC would walk them all again and again (see gcbatch.perf)
         with gc_paused():
             archive_items, items_by_pk = view.archive_items(study.archive_slugs)
+            settled_now = settled_before
             if options.retry_failed:  # which jobs failed is the server's news
                 refresh_open_jobs(view, store, algorithm.pk)
-            hasher = FileHasher(study.hash_cache)
-            # cases still locked as they are come back as ids only: see expand's `settled`
-            expansion = expand(manifest, archive_items=archive_items, hasher=hasher,
-                               settled=settled_fingerprints(
-                                   store.lockfile, retry_failed=options.retry_failed))
+                settled_now = settled_fingerprints(store.lockfile, retry_failed=True)
+            if study.archive_slugs or settled_now != settled_before:
+                # again, for the cases that needed the server's answers (archive items,
+                # newly failed jobs); locked ones still come back as ids only (`settled`)
+                expansion = expand(manifest, archive_items=archive_items, hasher=hasher,
+                                   settled=settled_now)
             hasher.save()
             targeting = options.targeting
             targeting.check_known(expansion.case_ids)

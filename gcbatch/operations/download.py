@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from gcbatch.api.models import Algorithm
 from gcbatch.engine.downloads import DownloadSummary, atomic_write_bytes, download_outputs
 from gcbatch.events import Hook, ignore
 from gcbatch.operations.refresh import Refresh, refresh, scope
@@ -52,18 +53,19 @@ def download(study: Study, session: Session, targeting: Targeting, out_dir: Path
     fresh = refresh(study, session, cases.all_ids, on_event=on_event)
     targeted = frozenset(cases.targeted)
     jobs = {cid: job for cid, job in fresh.jobs.items() if cid in targeted}
+    # what the jobs should have produced (one request): outputs they lack are reported
+    algorithm = session.client.get_algorithm(study.algorithm) if fresh.report.rows else None
     summary = download_outputs(session.client, jobs, out_dir, workers=workers,
-                               on_event=on_event)
+                               on_event=on_event, algorithm=algorithm)
     table = result_table(fresh.report, fresh.jobs, cases.summaries,
-                         output_sockets=_declared_value_outputs(study, session, fresh))
+                         output_sockets=_declared_value_outputs(algorithm))
     return DownloadResult(summary, fresh, targeted, write_tables(out_dir, table))
 
 
-def _declared_value_outputs(study: Study, session: Session, fresh: Refresh) -> tuple[str, ...]:
-    """The algorithm's Value output sockets (one request), sorted."""
-    if not fresh.report.rows:
+def _declared_value_outputs(algorithm: Algorithm | None) -> tuple[str, ...]:
+    """The algorithm's Value output sockets, sorted."""
+    if algorithm is None:
         return ()
-    algorithm = session.client.get_algorithm(study.algorithm)
     return tuple(sorted({socket.slug for interface in algorithm.interfaces
                          for socket in interface.outputs if socket.is_value}))
 

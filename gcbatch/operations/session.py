@@ -9,7 +9,10 @@ One call for every command that talks to a server::
 
 Real servers: the token comes from :func:`gcbatch.api.settings.resolve_token` (flag, then
 environment); everything that can be wrong with it is a
-:class:`~gcbatch.errors.ConfigError` raised *before* any request.
+:class:`~gcbatch.errors.ConfigError` raised *before* any request. So is a server that only
+the manifest names and the user has not allowed
+(:func:`gcbatch.api.settings.check_server_allowed`): the token is bound to servers the
+user chose.
 
 ``--sandbox``: the embedded emulator runs in this process, behind an httpx transport (no
 port, no thread), with its state in ``.gcbatch/sandbox.db`` beside the manifest, so
@@ -29,6 +32,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,9 +42,10 @@ import httpx
 
 from gcbatch.api.client import GrandChallengeClient
 from gcbatch.api.server_view import ServerView
-from gcbatch.api.settings import Token, resolve_token
+from gcbatch.api.settings import ServerChoice, Token, check_server_allowed, resolve_token
 from gcbatch.errors import ConfigError
 from gcbatch.events import Hook, ignore
+from gcbatch.files import refuse_link
 from gcbatch.operations.study import ConnectionOptions, Study
 
 __all__ = ["SANDBOX_DB", "SANDBOX_SEED", "SANDBOX_USER", "Session", "connect"]
@@ -101,11 +106,15 @@ def _open_sandbox(study: Study) -> tuple[Any, httpx.BaseTransport, Token]:
             f"(it writes {SANDBOX_SEED} beside the manifest), or write that file yourself "
             "(its format: `gcbatch sandbox seed --help`)"
         )
+    refuse_link(state_dir, "folder of gcbatch's local state")
     state_dir.mkdir(parents=True, exist_ok=True)
-    gitignore = state_dir / ".gitignore"
-    if not gitignore.exists():
-        # the sandbox's database is scratch state, never something to commit
-        gitignore.write_text("*\n", encoding="utf-8")
+    # the sandbox's database is scratch state, never something to commit; created only if
+    # absent, never through a link planted at its name
+    with contextlib.suppress(FileExistsError):
+        fd = os.open(state_dir / ".gitignore",
+                     os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o644)
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write("*\n")
     db = state_dir / SANDBOX_DB
     _check_world(state_dir, db, seed_file, study)
     try:
@@ -130,6 +139,7 @@ def _check_world(state_dir: Path, db: Path, seed_file: Path | None, study: Study
         _DEFAULT_MARK if seed_file is None
         else "sha256:" + hashlib.sha256(seed_file.read_bytes()).hexdigest()
     )
+    refuse_link(mark, "record of the sandbox's world")
     if not db.exists():
         mark.write_text(world + "\n", encoding="utf-8")
         return
@@ -168,6 +178,8 @@ def connect(
         session = Session(client=client)
         session._closers += [app.close, client.close]
         return session
+    check_server_allowed(ServerChoice(study.server, study.server_source),
+                         manifest=study.manifest.display)
     client = client_factory(study.server,
                             resolve_token(connection.token_file, required=token_required),
                             on_event=on_event)

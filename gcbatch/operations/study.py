@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from gcbatch.api.settings import resolve_server
+from gcbatch.api.settings import ServerSource, choose_server
 from gcbatch.errors import ConfigError
 from gcbatch.hashing import default_cache_path
 from gcbatch.lockfile import lockfile_path_for
@@ -62,6 +62,9 @@ class Study:
     server: str
     sandbox: bool
     lockfile: Path
+    #: who named ``server``: a server only the manifest names needs the user's permission
+    #: before the token goes there (:func:`gcbatch.api.settings.check_server_allowed`)
+    server_source: ServerSource = "default"
 
     @property
     def path(self) -> Path:
@@ -100,9 +103,12 @@ def open_study(manifest_path: Path, connection: ConnectionOptions) -> Study:
     """Load the manifest (ManifestError, exit 2, on any finding) and resolve its server
     and lockfile. No request is sent and no token is needed."""
     manifest = load_manifest(manifest_path)
+    source: ServerSource = "flag"  # --sandbox: the user's own flag
     if connection.sandbox:
         server = SANDBOX_URL
     else:
-        server = resolve_server(connection.server, manifest_server=manifest.server)
+        choice = choose_server(connection.server, manifest_server=manifest.server)
+        server, source = choice.url, choice.source
     lockfile = connection.lockfile or lockfile_path_for(manifest_path, sandbox=connection.sandbox)
-    return Study(manifest=manifest, server=server, sandbox=connection.sandbox, lockfile=lockfile)
+    return Study(manifest=manifest, server=server, sandbox=connection.sandbox, lockfile=lockfile,
+                 server_source=source)

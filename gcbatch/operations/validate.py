@@ -31,6 +31,8 @@ class Checked:
     findings: tuple[Finding, ...]
     #: "3 cases", "2 cases + 1 archive generator, expanded online"; "" when unreadable
     summary: str
+    #: not problems, but worth saying (case ids that differ only in letter case)
+    warnings: tuple[Finding, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -40,6 +42,10 @@ class ValidateResult:
     @property
     def findings(self) -> tuple[Finding, ...]:
         return tuple(f for c in self.checked for f in c.findings)
+
+    @property
+    def warnings(self) -> tuple[Finding, ...]:
+        return tuple(w for c in self.checked for w in c.warnings)
 
     @property
     def invalid(self) -> int:
@@ -59,7 +65,7 @@ def check_manifest(path: Path) -> Checked:
     g = len(expansion.needs_server)
     if g:
         summary += f" + {g} archive generator{'s' if g != 1 else ''}, expanded online"
-    return Checked(path, tuple(combined), summary)
+    return Checked(path, tuple(combined), summary, expansion.warnings)
 
 
 def looks_like_manifest(path: Path) -> bool:

@@ -8,6 +8,7 @@ In-process, on loopback, in a background thread (tests, ``--sandbox``)::
         sb.token("demo")    # the seed's token for user demo (sandbox test data)
         sb.cafile           # the local CA to verify TLS against
         sb.admin.stats()    # jobs/uploads per user, ... (GET /_sandbox/stats)
+        sb.admin_token      # what the admin API (/_sandbox/) requires over HTTP
 
 Without sockets at all: ``httpx.Client(transport=SandboxTransport(app))``.
 
@@ -39,13 +40,20 @@ import httpx
 
 from gcbatch.sandbox.config import SandboxConfig
 from gcbatch.sandbox.faults import FaultInjector, FaultPlan, FaultRule
-from gcbatch.sandbox.server import Certificates, SandboxHTTPServer, make_certificates
+from gcbatch.sandbox.server import (
+    ADMIN_HEADER,
+    Certificates,
+    SandboxHTTPServer,
+    make_certificates,
+)
 from gcbatch.sandbox.transport import SandboxTransport
 
 if TYPE_CHECKING:
     from gcbatch.sandbox.app import SandboxApp
 
 __all__ = [
+    "ADMIN_HEADER",
+    "ADMIN_TOKEN_ENV",
     "FaultPlan",
     "FaultsArg",
     "RunningSandbox",
@@ -57,6 +65,9 @@ __all__ = [
     "start_sandbox",
     "start_sandbox_process",
 ]
+
+#: a fixed admin token for ``sandbox serve`` (else a random one) and ``sandbox inspect``
+ADMIN_TOKEN_ENV = "GCBATCH_SANDBOX_ADMIN_TOKEN"
 
 # What callers may pass as ``faults``: a plan, an injector to share, compact-syntax
 # strings, or the JSON form (a plan object or a list of rules).
@@ -111,19 +122,22 @@ def _plan_payload(
 
 
 class SandboxAdmin:
-    """The ``/_sandbox/`` endpoints of a running sandbox, over HTTP (no token needed)."""
+    """The ``/_sandbox/`` endpoints of a running sandbox, over HTTP, with its admin token
+    (the :data:`ADMIN_HEADER` header; a sandbox prints it when it starts)."""
 
     def __init__(
         self,
         base_url: str,
         *,
+        admin_token: str,
         verify: ssl.SSLContext | str | bool = True,
         timeout: float = 30.0,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         if isinstance(verify, str):
             verify = ssl.create_default_context(cafile=verify)
-        self._client = httpx.Client(verify=verify, timeout=timeout, trust_env=False)
+        self._client = httpx.Client(verify=verify, timeout=timeout, trust_env=False,
+                                    headers={ADMIN_HEADER: admin_token})
 
     def close(self) -> None:
         self._client.close()
@@ -178,6 +192,8 @@ class _SandboxHandle:
 
     base_url: str
     cafile: Path | None
+    #: what the admin API (``/_sandbox/``) requires in the :data:`ADMIN_HEADER` header
+    admin_token: str
     _tokens: Mapping[str, str]
     _admin: SandboxAdmin | None = None
 
@@ -207,7 +223,8 @@ class _SandboxHandle:
     @property
     def admin(self) -> SandboxAdmin:
         if self._admin is None:
-            self._admin = SandboxAdmin(self.base_url, verify=self.verify)
+            self._admin = SandboxAdmin(self.base_url, admin_token=self.admin_token,
+                                       verify=self.verify)
         return self._admin
 
     def client(self, user: str | None = "demo", **kwargs: Any) -> httpx.Client:
@@ -243,6 +260,7 @@ class RunningSandbox(_SandboxHandle):
         self.certificates = certificates
         self.cafile = certificates.cafile if certificates is not None else None
         self.base_url = server.base_url
+        self.admin_token = server.admin_token
         self._tokens = dict(tokens)
         self._cleanup = cleanup
         self._stopped = False
@@ -313,6 +331,7 @@ def start_sandbox(
     clock: Callable[[], float] = time.time,
     sleep: Callable[[float], None] = time.sleep,
     cert_dir: Path | str | None = None,
+    admin_token: str | None = None,
 ) -> RunningSandbox:
     """Start a sandbox on ``host:port`` (0: a free port) in a background thread.
 
@@ -321,6 +340,8 @@ def start_sandbox(
     certificate made now (``.cafile`` is what clients must trust). ``faults`` and
     ``latency_ms``: see :mod:`gcbatch.sandbox.faults`. ``clock`` drives the job
     lifecycle (tests can pass a fake); ``sleep`` is what latency faults call.
+    ``admin_token``: what ``/_sandbox/`` requires over HTTP (None: a random one; read it
+    from ``.admin_token``; ``.admin`` uses it).
     """
     from gcbatch.sandbox.app import SandboxApp
 
@@ -346,6 +367,7 @@ def start_sandbox(
                 faults=injector,
                 sleep=sleep,
                 access_log=access_log,
+                admin_token=admin_token,
             )
             tokens = _seed_tokens(app, seed)
         except BaseException:
@@ -370,6 +392,7 @@ class SandboxProcess(_SandboxHandle):
         self.base_url = str(info["base_url"])
         self.cafile = Path(info["cafile"]) if info.get("cafile") else None
         self.db = Path(info["db"]) if info.get("db") else None
+        self.admin_token = str(info.get("admin_token", ""))
         self._tokens = dict(info.get("users", {}))
         self.log_path = log
 

@@ -38,14 +38,15 @@ as recorded).
 
 from __future__ import annotations
 
+import logging
 import time
-import traceback
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 from gcbatch.sandbox.config import SandboxConfig
 from gcbatch.sandbox.context import Ctx, Settings, World
+from gcbatch.sandbox.gate import head_refusal
 from gcbatch.sandbox.handlers.admin import collect_stats
 from gcbatch.sandbox.http import Request, Response
 from gcbatch.sandbox.ids import PrimaryKeys
@@ -68,6 +69,8 @@ from gcbatch.sandbox.seeding import install_seed
 from gcbatch.sandbox.signing import Signer
 from gcbatch.sandbox.store import Store
 from gcbatch.sandbox.visibility import Visibility
+
+log = logging.getLogger("gcbatch.sandbox.app")
 
 
 class SandboxApp:
@@ -154,11 +157,27 @@ class SandboxApp:
         try:
             response, user = self._handle(request)
         except Exception:  # a bug in the sandbox: answer like a server error, keep serving
-            response = text_response(500, "Sandbox internal error\n\n" + traceback.format_exc())
+            # as Django without DEBUG: a plain page; the traceback only in the log
+            log.exception("sandbox error on %s %s", request.method, request.path)
+            response = text_response(500, "Sandbox internal error (details in its log)\n")
         self._record(request, response.status, user, had_auth, started)
         if self._recorder is not None:
             self._recorder.record(request, response)
         return response
+
+    def admit(self, request: Request, body_size: int | None) -> Response | None:
+        """Asked by the HTTP server on a request's head, before it reads the body: the
+        answer that refuses it on the head alone, or None (see ``gate.py``). A refusal
+        is logged like any request."""
+        started = self.clock()
+        auth_error = None
+        if request.path.startswith("/api/"):
+            auth_error = self._authenticate(request)[1]
+        refusal = head_refusal(self._world, self.config, request, body_size, auth_error)
+        if refusal is not None:
+            self._record(request, refusal.status, None, "authorization" in request.headers,
+                         started)
+        return refusal
 
     # -- dispatch -------------------------------------------------------------------------
 

@@ -26,6 +26,14 @@ Fault actions:
 ``drop_after_commit``
     hand the request to the app (so a job POST really creates the job), then close the
     connection without answering: the client cannot know whether its request took effect.
+``late_commit``
+    what a gateway in front of a slow application does: answer at once (``answer=504``,
+    the default, or any 5xx; ``answer=drop`` closes the connection instead), and hand the
+    request to the app ``after=S`` seconds later (``after_max=S2``: a delay drawn from
+    [S, S2] by the plan's RNG), so the job appears long after the client gave up.
+``garble``
+    let the app answer, then replace the top-level JSON field ``field=NAME`` of its body
+    with a string (``{"count": "garbled"}``): a server answering nonsense.
 
 Compact syntax (``--faults`` on ``gcbatch sandbox serve``; also accepted in JSON)::
 
@@ -39,13 +47,16 @@ Compact syntax (``--faults`` on ``gcbatch sandbox serve``; also accepted in JSON
             ~/api/v1/uploads/[^/]+/        "~" starts a regular expression (full match)
             Paths are globs where "*" also crosses "/"; the query string is not matched.
     ACTION  429 | 500 | 502 | 503 | 504 | any 4xx/5xx | reset | drop_after_commit
-            | latency | latency=MS (shorthand for latency with ms=MS)
+            | late_commit | garble | latency | latency=MS (shorthand for latency with ms=MS)
     RATE    probability in [0, 1] that a matching request is hit (default 1)
     KEYS    retry_after=SECONDS  Retry-After header (statuses only)
             ms=MS                latency added when the rule fires (any action)
             skip=N               let the first N matching requests through
             times=N              fire at most N times
             close=rst|fin        how reset/drop_after_commit close the connection
+            after=S, after_max=S2  late_commit: the app sees the request S (to S2) s later
+            answer=504|drop      late_commit: the immediate answer (a 5xx, or none)
+            field=NAME           garble: the JSON field to garble
 
 Examples::
 
@@ -53,6 +64,8 @@ Examples::
     *:503:0.2
     *:429:0.05:retry_after=1
     POST algorithms/jobs/:reset:1:skip=2,times=1   # only the 3rd job POST is reset
+    POST algorithms/jobs/:late_commit:0.3:after=2  # 30% of job POSTs: 504, job 2 s later
+    GET algorithms/jobs/:garble:field=count        # job lists with a count that is no number
     GET *:latency=50
 
 Faults never apply to the sandbox's own ``/_sandbox/`` endpoints. Rules are tried in
@@ -86,7 +99,10 @@ __all__ = [
     "FaultRule",
     "FaultSpecError",
     "fault_response",
+    "garble_response",
+    "late_commit_answer",
     "parse_fault_spec",
+    "schedule_late",
 ]
 
 ADMIN_PREFIX = "/_sandbox/"
@@ -97,10 +113,15 @@ LATENCY = "latency"
 STATUS = "status"
 RESET = "reset"
 DROP_AFTER_COMMIT = "drop_after_commit"
-ACTIONS = (LATENCY, STATUS, RESET, DROP_AFTER_COMMIT)
+LATE_COMMIT = "late_commit"
+GARBLE = "garble"
+ACTIONS = (LATENCY, STATUS, RESET, DROP_AFTER_COMMIT, LATE_COMMIT, GARBLE)
+#: late_commit delays longer than this are refused (a typo, not a fault worth playing)
+_LATE_COMMIT_MAX_S = 3600.0
 _CLOSE_MODES = ("rst", "fin")
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
-_OPTION_KEYS = ("retry_after", "ms", "skip", "times", "close")
+_OPTION_KEYS = ("retry_after", "ms", "skip", "times", "close", "after", "after_max",
+                "answer", "field")
 _EVENT_LOG_SIZE = 1000
 
 # Reason phrases for the bodies of injected statuses (a proxy's page, not the app's JSON).
@@ -154,6 +175,13 @@ class FaultRule:
     skip: int = 0
     times: int | None = None
     close: str = "rst"
+    #: late_commit: the app sees the request this many seconds later (up to after_max)
+    after_s: float = 0.0
+    after_max_s: float | None = None
+    #: late_commit: "504" (any 5xx) or "drop"
+    answer: str = "504"
+    #: garble: the top-level JSON field replaced
+    garble_field: str = "count"
     _pattern: re.Pattern[str] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -174,6 +202,19 @@ class FaultRule:
             raise FaultSpecError("retry_after only applies to status faults")
         if self.skip < 0 or (self.times is not None and self.times < 0):
             raise FaultSpecError("skip and times must not be negative")
+        if self.action == LATE_COMMIT:
+            if not 0 <= self.after_s <= _LATE_COMMIT_MAX_S:
+                raise FaultSpecError(f"after must be between 0 and {_LATE_COMMIT_MAX_S:.0f} s")
+            if self.after_max_s is not None and not \
+                    self.after_s <= self.after_max_s <= _LATE_COMMIT_MAX_S:
+                raise FaultSpecError("after_max must be at least after (and at most 3600)")
+            if self.answer != "drop" and not (self.answer.isdigit()
+                                              and 500 <= int(self.answer) <= 599):
+                raise FaultSpecError(f"answer must be a 5xx status or 'drop', not {self.answer!r}")
+        elif self.after_s or self.after_max_s is not None or self.answer != "504":
+            raise FaultSpecError("after, after_max and answer only apply to late_commit")
+        if self.action == GARBLE and not self.garble_field:
+            raise FaultSpecError("garble needs field=NAME")
         if self.close not in _CLOSE_MODES:
             raise FaultSpecError(f"close must be one of {', '.join(_CLOSE_MODES)}")
         for method in self.methods:
@@ -207,6 +248,14 @@ class FaultRule:
             options.append(f"times={self.times}")
         if self.close != "rst":
             options.append(f"close={self.close}")
+        if self.action == LATE_COMMIT:
+            options.append(f"after={_fmt_number(self.after_s)}")
+            if self.after_max_s is not None:
+                options.append(f"after_max={_fmt_number(self.after_max_s)}")
+            if self.answer != "504":
+                options.append(f"answer={self.answer}")
+        if self.action == GARBLE:
+            options.append(f"field={self.garble_field}")
         if options:
             parts.append(",".join(options))
         return ":".join(parts)
@@ -223,6 +272,10 @@ class FaultRule:
             "skip": self.skip,
             "times": self.times,
             "close": self.close,
+            "after": self.after_s,
+            "after_max": self.after_max_s,
+            "answer": self.answer,
+            "field": self.garble_field,
             "spec": self.to_spec(),
         }
 
@@ -269,6 +322,11 @@ class FaultRule:
             skip=_integer(data.get("skip", 0), "skip"),
             times=None if data.get("times") is None else _integer(data["times"], "times"),
             close=str(data.get("close", "rst")),
+            after_s=_number(data.get("after", 0), "after"),
+            after_max_s=None if data.get("after_max") is None
+            else _number(data["after_max"], "after_max"),
+            answer=str(data.get("answer", "504")),
+            garble_field=str(data.get("field", "count")),
         )
 
 
@@ -296,7 +354,8 @@ def _integer(value: Any, name: str) -> int:
 
 def _is_action_token(token: str) -> bool:
     token = token.strip()
-    if token in (RESET, DROP_AFTER_COMMIT, LATENCY) or token.startswith(LATENCY + "="):
+    if token in (RESET, DROP_AFTER_COMMIT, LATE_COMMIT, GARBLE, LATENCY) \
+            or token.startswith(LATENCY + "="):
         return True
     return token.isdigit() and 400 <= int(token) <= 599
 
@@ -312,7 +371,7 @@ def parse_fault_spec(text: str) -> FaultRule:
     if not positions:
         raise FaultSpecError(
             f"no fault action in {text!r}: expected one of 429, 502, 503, 504 (any 4xx/5xx), "
-            "reset, drop_after_commit, latency=MS"
+            "reset, drop_after_commit, late_commit, garble, latency=MS"
         )
     at = positions[-1]
     target = ":".join(tokens[:at]).strip()
@@ -426,10 +485,14 @@ class FaultPlan:
 
 @dataclass(frozen=True)
 class Decision:
-    """What to do with one request: wait ``delay_s``, then ``rule``'s failure (if any)."""
+    """What to do with one request: wait ``delay_s``, then ``rule``'s failure (if any).
+
+    ``commit_after_s``: for ``late_commit``, when the app is to see the request (drawn
+    from the plan's RNG when the rule gives a range)."""
 
     delay_s: float = 0.0
     rule: FaultRule | None = None
+    commit_after_s: float = 0.0
 
     @property
     def action(self) -> str | None:
@@ -454,6 +517,37 @@ def fault_response(rule: FaultRule) -> Response:
     if rule.retry_after is not None:
         headers.append(("Retry-After", rule.retry_after))
     return Response(rule.status, tuple(headers), body)
+
+
+def late_commit_answer(rule: FaultRule) -> Response | None:
+    """What the client gets at once for a late commit: a gateway's 5xx page, or None
+    (the connection is dropped)."""
+    if rule.answer == "drop":
+        return None
+    status = int(rule.answer)
+    return fault_response(FaultRule(action=STATUS, status=status, path=rule.path))
+
+
+def garble_response(rule: FaultRule, response: Response) -> Response:
+    """``response`` with its JSON body's ``rule.garble_field`` replaced by a string
+    (unchanged when the body is not a JSON object with that field)."""
+    try:
+        data = json.loads(response.body)
+    except (ValueError, UnicodeDecodeError):
+        return response
+    if not isinstance(data, dict) or rule.garble_field not in data:
+        return response
+    data[rule.garble_field] = "garbled"
+    body = json.dumps(data).encode()
+    return Response(response.status, response.headers, body)
+
+
+def schedule_late(after_s: float, call: Any) -> None:
+    """Run ``call()`` ``after_s`` seconds from now on a daemon timer (a late commit: the
+    application still working on a request its gateway already answered)."""
+    timer = threading.Timer(after_s, call)
+    timer.daemon = True
+    timer.start()
 
 
 def _json_response(status: int, payload: Any) -> Response:
@@ -511,6 +605,7 @@ class FaultInjector:
                 plan = self._plan
             delay_ms = plan.latency_ms
             failure: FaultRule | None = None
+            commit_after = 0.0
             for index, rule in enumerate(plan.rules):
                 if rule.action != LATENCY and failure is not None:
                     continue
@@ -527,6 +622,9 @@ class FaultInjector:
                 delay_ms += rule.latency_ms
                 if rule.action != LATENCY:
                     failure = rule
+                    commit_after = rule.after_s
+                    if rule.action == LATE_COMMIT and rule.after_max_s is not None:
+                        commit_after = self._rng.uniform(rule.after_s, rule.after_max_s)
                     self._event_seq += 1
                     self._events.append(
                         {
@@ -537,7 +635,7 @@ class FaultInjector:
                             "rule": index,
                         }
                     )
-        return Decision(delay_ms / 1000.0, failure)
+        return Decision(delay_ms / 1000.0, failure, commit_after)
 
     def snapshot(self, since: int = 0) -> dict[str, Any]:
         """The plan, the seed, per-rule counters, and fault events after ``since``."""

@@ -169,13 +169,22 @@ class JobRunner:
                 data = self._upload_bytes(up)
                 if data is None:
                     return "cancel"
+                ups.append(up)
+                datas.append(data)
+            data_files = _data_files(ups, datas) if socket.super_kind == "Image" else {}
+            if data_files is None:
+                return "cancel"  # "2 files could not be imported"
+            for up, data in zip(ups, datas, strict=True):
+                if up.filename in data_files.values():
+                    continue  # a MetaImage header's data file: imported with its header
                 verdict = lc.check_upload_contents(socket, up.filename, data)
                 if verdict == "cancel":
                     return "cancel"
                 if verdict == "stuck":
                     stuck = True
-                ups.append(up)
-                datas.append(data)
+            if data_files:  # the image is the header's, named after it
+                order = sorted(range(len(ups)), key=lambda i: ups[i].filename not in data_files)
+                ups, datas = [ups[i] for i in order], [datas[i] for i in order]
             loaded.append((socket, ups, datas, image_name))
         if stuck:
             return "stuck"
@@ -222,3 +231,22 @@ class JobRunner:
         all_civs = [c.pk for c in st.job_civs(job.pk, "in")]
         st.update_job(job.pk, input_key=input_key(all_civs))
         return "ok"
+
+
+def _data_files(ups: list[UploadRow], datas: list[bytes]) -> dict[str, str] | None:
+    """header upload's filename → its data file's, for the ``.mhd`` headers among an Image
+    input's uploads; None when a header's data file is not among them under exactly the
+    name the header gives (the platform then cannot import the pair: the job is
+    Cancelled, "2 files could not be imported")."""
+    names = {up.filename for up in ups}
+    pairs: dict[str, str] = {}
+    for up, data in zip(ups, datas, strict=True):
+        if not up.filename.lower().endswith(".mhd"):
+            continue
+        wanted = lc.mhd_data_file_name(data)
+        if wanted is None:
+            continue
+        if wanted not in names:
+            return None
+        pairs[up.filename] = wanted
+    return pairs

@@ -249,6 +249,19 @@ def parse_image(data: bytes, filename: str = "") -> ImageMeta | None:
     return None
 
 
+def mhd_data_file_name(data: bytes) -> str | None:
+    """The data file a MetaImage header names (``ElementDataFile = vol.raw``); None when
+    the data is in the file itself (``LOCAL``) or the header has none."""
+    for raw in data[:8192].split(b"\n"):
+        m = _MHA_KEY.match(raw)
+        if not m:
+            return None
+        if m.group(1) == b"ElementDataFile":
+            name = m.group(2).decode("utf-8", "replace")
+            return None if name in ("LOCAL", "LIST") else name
+    return None
+
+
 def _parse_mha(data: bytes) -> ImageMeta | None:
     fields: dict[str, str] = {}
     for raw in data[:8192].split(b"\n"):

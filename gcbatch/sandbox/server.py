@@ -11,46 +11,68 @@ server parses requests itself (a few lines of HTTP/1.1: request line, headers,
 It also plays the transport-level faults of :mod:`gcbatch.sandbox.faults` (connection
 reset, commit-then-drop), which only a server that owns its sockets can do.
 
-TLS: :func:`make_certificates` makes a throw-away local CA and a server certificate for
-``localhost``/``127.0.0.1``/``::1`` (with the ``openssl`` tool, else the ``cryptography``
-package). Clients verify against the CA file (``cafile``), e.g. ``SSL_CERT_FILE=<cafile>``
-for gcapi or ``verify=<cafile>`` for httpx. The TLS handshake runs in the connection's
-own thread, so a slow or broken client never blocks the accept loop.
+Safe to run on a workstation (whoever can reach the port is a client, not a friend):
+
+- **Nothing is buffered before it is allowed.** A request's head is read (64 KiB at most),
+  then checked before a byte of its body is: the admin API (``/_sandbox/``) needs the
+  admin token (header :data:`ADMIN_HEADER`, made at start and printed by ``sandbox
+  serve``; a browser's cross-site "simple" request cannot carry it); the app may refuse
+  the request on its head (``SandboxApp.admit``: a bad token, a large body without one, a
+  storage PUT with a bad signature). A refusal is answered at once and the connection
+  closed without reading the body.
+- **Limits**: a body of at most 16 MiB to the API (the platform's own limit) and 64 MiB
+  for a storage part, all bodies in flight together at most :data:`BODY_BUDGET` (503 with
+  ``Retry-After`` past it), at most :data:`MAX_CONNECTIONS` connections (503 past them).
+- **Strict framing**: ``Content-Length`` together with ``Transfer-Encoding``, a transfer
+  coding other than ``chunked``, a chunk size that is not plain hex (a negative one), a
+  malformed or folded header line: 400 (501 for a coding), answered, then closed.
+- **No tracebacks in answers**: a failing handler is a plain 500, its traceback only in
+  the server's log.
+
+TLS: :mod:`gcbatch.sandbox.certificates` makes a throw-away local CA and a server
+certificate for ``localhost``/``127.0.0.1``/``::1``. The TLS handshake runs in the
+connection's own thread, so a slow or broken client never blocks the accept loop.
 """
 
 from __future__ import annotations
 
 import contextlib
 import email.utils
+import hmac
 import http
+import json
 import logging
-import os
-import shutil
+import re
+import secrets
 import socket
 import socketserver
 import ssl
 import struct
-import subprocess
-import tempfile
 import threading
 import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import IO, Any, Protocol, cast
 from urllib.parse import parse_qs, urlsplit
 
+from gcbatch.sandbox.certificates import CertificateError, Certificates, make_certificates
 from gcbatch.sandbox.faults import (
     DROP_AFTER_COMMIT,
+    GARBLE,
+    LATE_COMMIT,
     RESET,
     STATUS,
     FaultInjector,
     fault_response,
+    garble_response,
+    late_commit_answer,
+    schedule_late,
 )
 from gcbatch.sandbox.http import Request, Response
 
 __all__ = [
+    "ADMIN_HEADER",
     "CertificateError",
     "Certificates",
     "SandboxHTTPServer",
@@ -62,7 +84,23 @@ log = logging.getLogger("gcbatch.sandbox.server")
 
 MAX_LINE = 65536  # request line or one header line
 MAX_HEADERS = 200
-MAX_BODY = 1 << 30  # 1 GiB: far above gcapi's 32 MiB parts; beyond that is a client bug
+MAX_HEAD = 65536  # request line and headers together
+#: the platform's nginx and Django take bodies of up to 16 MiB
+#: (``client_max_body_size 16m``, ``DATA_UPLOAD_MAX_MEMORY_SIZE``)
+MAX_BODY = 16 * 1024 * 1024
+#: a storage part: gcapi and gcbatch send 32 MiB parts at most (the platform's own
+#: uploads location takes 64 MiB)
+MAX_PART_BODY = 64 * 1024 * 1024
+#: request bodies held in memory at once, over all connections
+BODY_BUDGET = 512 * 1024 * 1024
+MAX_CONNECTIONS = 512
+#: what is read and thrown away of a refused request's body before closing, so the
+#: client sees the answer rather than a reset
+_DRAIN_BYTES = 1024 * 1024
+_DRAIN_SECONDS = 1.0
+#: the header that carries the admin token to ``/_sandbox/``
+ADMIN_HEADER = "X-Gcbatch-Sandbox-Admin"
+ADMIN_PREFIX = "/_sandbox"
 IDLE_TIMEOUT_S = 300.0  # an idle keep-alive connection is closed after this long
 HANDSHAKE_TIMEOUT_S = 10.0
 _NO_BODY_STATUSES = frozenset({204, 304})
@@ -75,10 +113,6 @@ class SupportsHandle(Protocol):
     """What the server needs from an app: ``SandboxApp`` has it."""
 
     def handle(self, request: Request) -> Response: ...
-
-
-class CertificateError(RuntimeError):
-    """No way to make a TLS certificate here (no ``openssl`` and no ``cryptography``)."""
 
 
 class _BadRequest(Exception):
@@ -132,92 +166,141 @@ def serialize_response(response: Response, *, keep_alive: bool, head_only: bool 
 
 
 @dataclass(frozen=True)
-class _Parsed:
+class _Head:
+    """A request's line and headers; its body not read yet."""
+
     method: str
     target: str
     version: str
     headers: dict[str, str]
-    body: bytes
+    chunked: bool
+    length: int | None  # Content-Length; None for chunked or no body
 
 
-def _read_line(rfile: IO[bytes]) -> bytes:
+_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+_HEX = re.compile(rb"[0-9A-Fa-f]{1,16}")
+
+
+def _read_line(rfile: IO[bytes], budget: list[int]) -> bytes:
     line = rfile.readline(MAX_LINE + 1)
-    if len(line) > MAX_LINE:
-        raise _BadRequest(431, "header line too long")
+    budget[0] -= len(line)
+    if len(line) > MAX_LINE or budget[0] < 0:
+        raise _BadRequest(431, "request header fields too large")
     return line
 
 
-def _read_request(rfile: IO[bytes], send_continue: Callable[[], None]) -> _Parsed | None:
-    """One request from the stream; None on a clean end of stream between requests."""
-    line = _read_line(rfile)
+def _read_head(rfile: IO[bytes]) -> _Head | None:
+    """One request's line and headers (at most :data:`MAX_HEAD` bytes), strictly framed;
+    None on a clean end of stream between requests."""
+    budget = [MAX_HEAD]
+    line = _read_line(rfile, budget)
     for _ in range(8):  # RFC 9112: ignore a few empty lines before a request
         if line not in (b"\r\n", b"\n"):
             break
-        line = _read_line(rfile)
+        line = _read_line(rfile, budget)
     if not line:
         return None
     parts = line.decode("latin-1").rstrip("\r\n").split(" ")
-    if len(parts) != 3 or not parts[2].startswith("HTTP/1."):
+    if len(parts) != 3 or not parts[2].startswith("HTTP/1.") or not _TOKEN.fullmatch(parts[0]):
         raise _BadRequest(400, "malformed request line")
     method, target, version = parts
     headers: dict[str, str] = {}
     for _ in range(MAX_HEADERS + 1):
-        raw = _read_line(rfile)
+        raw = _read_line(rfile, budget)
         if raw in (b"\r\n", b"\n", b""):
             break
         name, sep, value = raw.decode("latin-1").partition(":")
-        name = name.strip().lower()
-        if not sep or not name or " " in name:
+        # no whitespace around a name, no folded continuation lines (RFC 9112 5.1, 5.2):
+        # what a proxy and this server read differently is how requests are smuggled
+        if not sep or not _TOKEN.fullmatch(name):
             raise _BadRequest(400, "malformed header line")
+        name = name.lower()
         value = value.strip()
         headers[name] = f"{headers[name]}, {value}" if name in headers else value
     else:
         raise _BadRequest(431, "too many headers")
-
-    body = b""
-    chunked = "chunked" in headers.get("transfer-encoding", "").lower()
+    coding = headers.get("transfer-encoding")
     length_raw = headers.get("content-length")
-    expects_continue = headers.get("expect", "").lower() == "100-continue"
-    if expects_continue and version == "HTTP/1.1" and (chunked or length_raw not in (None, "0")):
-        send_continue()
-    if chunked:
-        body = _read_chunked(rfile)
-    elif length_raw is not None:
-        try:
-            length = int(length_raw)
-        except ValueError:
-            raise _BadRequest(400, "bad Content-Length") from None
-        if length < 0:
+    if coding is not None:
+        if length_raw is not None:
+            raise _BadRequest(400, "Content-Length and Transfer-Encoding together")
+        if coding.strip().lower() != "chunked":
+            raise _BadRequest(501, "only the chunked transfer coding is understood")
+        return _Head(method.upper(), target, version, headers, True, None)
+    length = None
+    if length_raw is not None:
+        if not length_raw.isdigit() or not length_raw.isascii():
             raise _BadRequest(400, "bad Content-Length")
-        if length > MAX_BODY:
+        length = int(length_raw)
+    return _Head(method.upper(), target, version, headers, False, length)
+
+
+def _read_body(rfile: IO[bytes], head: _Head, limit: int, budget: _BodyBudget) -> bytes:
+    """The body, at most ``limit`` bytes, each byte reserved in ``budget`` first (the
+    caller releases ``budget.held`` of it once answered)."""
+    if not head.chunked:
+        length = head.length or 0
+        if length > limit:
             raise _BadRequest(413, "request body too large")
+        budget.reserve(length)
         body = rfile.read(length) if length else b""
         if len(body) != length:
             raise _BadRequest(400, "request body ended early")
-    return _Parsed(method.upper(), target, version, headers, body)
-
-
-def _read_chunked(rfile: IO[bytes]) -> bytes:
+        return body
     chunks: list[bytes] = []
     total = 0
+    line_budget = [MAX_HEAD]
     while True:
-        size_line = _read_line(rfile).split(b";", 1)[0].strip()
-        try:
-            size = int(size_line, 16)
-        except ValueError:
-            raise _BadRequest(400, "bad chunk size") from None
+        size_line = _read_line(rfile, line_budget).split(b";", 1)[0].strip()
+        if not _HEX.fullmatch(size_line):  # not "-5", "+5", "0x5" or 20 digits
+            raise _BadRequest(400, "bad chunk size")
+        size = int(size_line, 16)
         if size == 0:
-            while _read_line(rfile) not in (b"\r\n", b"\n", b""):  # trailers
+            while _read_line(rfile, line_budget) not in (b"\r\n", b"\n", b""):  # trailers
                 pass
             return b"".join(chunks)
         total += size
-        if total > MAX_BODY:
+        if total > limit:
             raise _BadRequest(413, "request body too large")
+        budget.reserve(size)
         data = rfile.read(size)
         if len(data) != size:
             raise _BadRequest(400, "chunked body ended early")
         chunks.append(data)
-        rfile.read(2)  # the CRLF after each chunk
+        if rfile.read(2) not in (b"\r\n",):
+            raise _BadRequest(400, "a chunk does not end with CRLF")
+
+
+class _BodyBudget:
+    """Bytes of request bodies held in memory, over all connections (thread-safe)."""
+
+    def __init__(self, total: int) -> None:
+        self.total = total
+        self._used = 0
+        self._lock = threading.Lock()
+
+    def reserve(self, n: int) -> None:
+        """Take ``n`` bytes of the budget for the calling connection, or _BadRequest 503."""
+        with self._lock:
+            if self._used + n > self.total:
+                raise _BadRequest(503, "too many request bodies in flight; retry shortly")
+            self._used += n
+        _held.n = getattr(_held, "n", 0) + n
+
+    def release(self) -> None:
+        """Give back what the calling connection's current request took."""
+        n = getattr(_held, "n", 0)
+        _held.n = 0
+        with self._lock:
+            self._used -= n
+
+    @property
+    def used(self) -> int:
+        return self._used
+
+
+#: per connection thread: bytes of the budget its current request holds
+_held = threading.local()
 
 
 def _split_target(target: str) -> tuple[str, dict[str, tuple[str, ...]]]:
@@ -275,46 +358,75 @@ class _Handler(socketserver.BaseRequestHandler):
         srv = self.server
         scheme = "https" if srv.ssl_context is not None else "http"
 
-        def send_continue() -> None:
-            sock.sendall(b"HTTP/1.1 100 Continue\r\n\r\n")
+        def refuse(status: int, message: str) -> None:
+            body = (message + "\n").encode()
+            answer = Response(status, (("Content-Type", "text/plain"),), body)
+            if status == 503:
+                answer = Response(status, (*answer.headers, ("Retry-After", "1")), body)
+            sock.sendall(serialize_response(answer, keep_alive=False))
 
         while not srv.stopping:
             try:
-                parsed = _read_request(rfile, send_continue)
+                head = _read_head(rfile)
             except _BadRequest as bad:
-                body = (str(bad) + "\n").encode()
-                answer = Response(bad.status, (("Content-Type", "text/plain"),), body)
-                sock.sendall(serialize_response(answer, keep_alive=False))
+                refuse(bad.status, str(bad))
                 return
             except TimeoutError:
                 return
-            if parsed is None:
+            if head is None:
                 return
-            conn = parsed.headers.get("connection", "").lower()
-            if parsed.version == "HTTP/1.0":
-                keep_alive = "keep-alive" in conn
-            else:
-                keep_alive = "close" not in conn
+            conn = head.headers.get("connection", "").lower()
+            http10 = head.version == "HTTP/1.0"
+            keep_alive = ("keep-alive" in conn if http10 else "close" not in conn)
             keep_alive = keep_alive and not srv.stopping
-            path, query = _split_target(parsed.target)
-            host = parsed.headers.get("host") or srv.default_host
-            request = Request(
-                method=parsed.method,
-                path=path,
-                query=query,
-                headers=parsed.headers,
-                body=parsed.body,
-                base_url=f"{scheme}://{host}",
-            )
-            response = srv.respond(request)
-            data = serialize_response(
-                response, keep_alive=keep_alive, head_only=parsed.method == "HEAD"
-            )
+            path, query = _split_target(head.target)
+            host = head.headers.get("host") or srv.default_host
+            request = Request(method=head.method, path=path, query=query,
+                              headers=head.headers, body=b"", base_url=f"{scheme}://{host}")
+            # Decided on the head alone, before a byte of the body is read or buffered.
+            refusal = srv.admit(request, None if head.chunked else (head.length or 0))
+            if refusal is not None:
+                sock.sendall(serialize_response(refusal, keep_alive=False,
+                                                head_only=head.method == "HEAD"))
+                _drain(sock, rfile)
+                return
+            if (head.headers.get("expect", "").lower() == "100-continue"
+                    and head.version == "HTTP/1.1" and (head.chunked or head.length)):
+                sock.sendall(b"HTTP/1.1 100 Continue\r\n\r\n")
+            try:
+                body = _read_body(rfile, head, srv.body_limit(request), srv.budget)
+                request = Request(method=request.method, path=path, query=query,
+                                  headers=head.headers, body=body, base_url=request.base_url)
+                response = srv.respond(request)
+                data = serialize_response(
+                    response, keep_alive=keep_alive, head_only=head.method == "HEAD"
+                )
+            except _BadRequest as bad:
+                refuse(bad.status, str(bad))
+                _drain(sock, rfile)
+                return
+            finally:
+                srv.budget.release()
             sock.sendall(data)
             if srv.access_log is not None:
                 srv.log_access(request, response.status)
             if not keep_alive:
                 return
+
+
+def _drain(sock: socket.socket, rfile: IO[bytes]) -> None:
+    """Before closing on a refused request: stop sending, read and drop what the client
+    still sends (a little, briefly), so it reads our answer instead of a reset."""
+    with contextlib.suppress(OSError):
+        sock.shutdown(socket.SHUT_WR)
+        sock.settimeout(0.2)
+        deadline = time.monotonic() + _DRAIN_SECONDS
+        dropped = 0
+        while dropped < _DRAIN_BYTES and time.monotonic() < deadline:
+            chunk = rfile.read1(65536) if hasattr(rfile, "read1") else rfile.read(65536)
+            if not chunk:
+                break
+            dropped += len(chunk)
 
 
 class SandboxHTTPServer(socketserver.ThreadingMixIn, socketserver.TCPServer):
@@ -323,6 +435,10 @@ class SandboxHTTPServer(socketserver.ThreadingMixIn, socketserver.TCPServer):
     One thread per connection (connections are kept alive). Call :meth:`serve_forever`
     in a thread and :meth:`stop` to end it; :meth:`stop` also closes idle keep-alive
     connections so their threads end and clients see the close.
+
+    ``admin_token``: what ``/_sandbox/`` requests must carry in :data:`ADMIN_HEADER`
+    (None: a random one, see :attr:`admin_token`). An app with an ``admit(request,
+    body_size)`` method is asked, before a body is read, whether to refuse the request.
     """
 
     daemon_threads = True
@@ -340,7 +456,15 @@ class SandboxHTTPServer(socketserver.ThreadingMixIn, socketserver.TCPServer):
         faults: FaultInjector | None = None,
         sleep: Callable[[float], None] = time.sleep,
         access_log: IO[str] | None = None,
+        admin_token: str | None = None,
+        body_budget: int = BODY_BUDGET,
+        max_connections: int = MAX_CONNECTIONS,
     ) -> None:
+        self.admin_token = admin_token or secrets.token_urlsafe(24)
+        self.budget = _BodyBudget(body_budget)
+        self.max_connections = max_connections
+        self._open = 0
+        self._open_lock = threading.Lock()
         self.address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
         self.app = app
         self.ssl_context = ssl_context
@@ -353,6 +477,7 @@ class SandboxHTTPServer(socketserver.ThreadingMixIn, socketserver.TCPServer):
         super().__init__((host, port), _Handler)
         bound_host, bound_port = self.server_address[:2]
         self.port = int(bound_port)
+        self.bound_host = str(bound_host)
         shown = str(bound_host)
         if shown in ("0.0.0.0", ""):
             shown = "127.0.0.1"
@@ -365,6 +490,64 @@ class SandboxHTTPServer(socketserver.ThreadingMixIn, socketserver.TCPServer):
         """``scheme://host:port`` of this server (https when TLS is on)."""
         scheme = "https" if self.ssl_context is not None else "http"
         return f"{scheme}://{self.default_host}"
+
+    @property
+    def listens_beyond_loopback(self) -> bool:
+        """Whether other machines may reach it (bound to a non-loopback or any address)."""
+        import ipaddress
+
+        try:
+            return not ipaddress.ip_address(self.bound_host).is_loopback
+        except ValueError:
+            return self.bound_host not in ("localhost",)
+
+    @property
+    def open_connections(self) -> int:
+        """Connections being served now (each has a thread)."""
+        return self._open
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        """A thread per connection, up to :attr:`max_connections`; past them a 503 at once
+        (from the accepting thread, without reading anything)."""
+        with self._open_lock:
+            full = self._open >= self.max_connections
+            if not full:
+                self._open += 1
+        if full:
+            answer = Response(503, (("Content-Type", "text/plain"), ("Retry-After", "1")),
+                              b"too many connections; retry shortly\n")
+            with contextlib.suppress(OSError):
+                request.settimeout(0.5)
+                request.sendall(serialize_response(answer, keep_alive=False))
+            self.shutdown_request(request)
+            return
+        super().process_request(request, client_address)
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            with self._open_lock:
+                self._open -= 1
+
+    def admit(self, request: Request, body_size: int | None) -> Response | None:
+        """The answer that refuses ``request`` on its head alone, or None to read its
+        body: the admin API without the admin token; what the app refuses."""
+        if request.path == ADMIN_PREFIX or request.path.startswith(ADMIN_PREFIX + "/"):
+            given = request.headers.get(ADMIN_HEADER.lower(), "")
+            if not hmac.compare_digest(given.encode(), self.admin_token.encode()):
+                body = {"detail": f"the sandbox's admin API needs its admin token in the "
+                                  f"{ADMIN_HEADER} header (printed by `gcbatch sandbox "
+                                  f"serve`; `gcbatch sandbox inspect --admin-token`)"}
+                return Response(403, (("Content-Type", "application/json"),),
+                                json.dumps(body).encode())
+            return None
+        admit = getattr(self.app, "admit", None)
+        return None if admit is None else cast(Response | None, admit(request, body_size))
+
+    def body_limit(self, request: Request) -> int:
+        """The largest body this request may have (a storage part's is larger)."""
+        return MAX_PART_BODY if request.path.startswith("/_storage/") else MAX_BODY
 
     def get_request(self) -> tuple[Any, Any]:
         sock, addr = self.socket.accept()
@@ -403,6 +586,14 @@ class SandboxHTTPServer(socketserver.ThreadingMixIn, socketserver.TCPServer):
             if rule.action == DROP_AFTER_COMMIT:
                 self._call_app(request)
                 raise _Abort(rule.close)
+            if rule.action == LATE_COMMIT:
+                schedule_late(decision.commit_after_s, lambda: self._call_app(request))
+                answer = late_commit_answer(rule)
+                if answer is None:
+                    raise _Abort(rule.close)
+                return answer
+            if rule.action == GARBLE:
+                return garble_response(rule, self._call_app(request))
         return self._call_app(request)
 
     def _call_app(self, request: Request) -> Response:
@@ -436,245 +627,3 @@ class SandboxHTTPServer(socketserver.ThreadingMixIn, socketserver.TCPServer):
         for conn in conns:
             with contextlib.suppress(OSError):
                 conn.shutdown(socket.SHUT_RDWR)
-
-
-# --- TLS -----------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Certificates:
-    """A local CA (``cafile``, what clients trust) and the server's certificate and key."""
-
-    cafile: Path
-    certfile: Path
-    keyfile: Path
-
-    def server_context(self) -> ssl.SSLContext:
-        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        context.minimum_version = ssl.TLSVersion.TLSv1_2
-        context.load_cert_chain(str(self.certfile), str(self.keyfile))
-        return context
-
-
-_CA_CONF = """\
-[req]
-distinguished_name = dn
-prompt = no
-x509_extensions = v3_ca
-[dn]
-CN = gcbatch sandbox local CA
-[v3_ca]
-basicConstraints = critical,CA:TRUE
-keyUsage = critical,keyCertSign,cRLSign
-subjectKeyIdentifier = hash
-authorityKeyIdentifier = keyid:always
-"""
-
-_LEAF_CONF = """\
-[req]
-distinguished_name = dn
-prompt = no
-[dn]
-CN = localhost
-"""
-
-_LEAF_EXT = """\
-basicConstraints = critical,CA:FALSE
-keyUsage = critical,digitalSignature,keyEncipherment
-extendedKeyUsage = serverAuth
-subjectAltName = DNS:localhost,IP:127.0.0.1,IP:::1
-subjectKeyIdentifier = hash
-authorityKeyIdentifier = keyid
-"""
-
-
-def make_certificates(directory: Path, *, days: int = 30) -> Certificates:
-    """A fresh local CA and a server certificate for localhost, written to ``directory``.
-
-    Two certificates rather than one self-signed leaf because strict verifiers (Python
-    3.13's default ``VERIFY_X509_STRICT``) refuse a CA certificate used as a server's.
-    """
-    directory.mkdir(parents=True, exist_ok=True)
-    certs = Certificates(
-        cafile=directory / "sandbox-ca.pem",
-        certfile=directory / "sandbox-server.pem",
-        keyfile=directory / "sandbox-server.key",
-    )
-    openssl = shutil.which("openssl")
-    if openssl is not None:
-        _make_with_openssl(openssl, directory, certs, days)
-        return certs
-    try:
-        import cryptography  # noqa: F401
-    except ImportError:
-        raise CertificateError(
-            "--tls needs the 'openssl' command or the Python 'cryptography' package; "
-            "install one of them (e.g. apt-get install openssl, or pip install cryptography)"
-        ) from None
-    _make_with_cryptography(certs, days)
-    return certs
-
-
-def _make_with_openssl(openssl: str, directory: Path, certs: Certificates, days: int) -> None:
-    with tempfile.TemporaryDirectory(dir=directory) as tmp_name:
-        tmp = Path(tmp_name)
-        (tmp / "ca.cnf").write_text(_CA_CONF)
-        (tmp / "leaf.cnf").write_text(_LEAF_CONF)
-        (tmp / "leaf.ext").write_text(_LEAF_EXT)
-        ca_key = tmp / "ca.key"
-        csr = tmp / "leaf.csr"
-        ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
-        env = {**os.environ, "OPENSSL_CONF": str(tmp / "ca.cnf")}
-        commands = [
-            [
-                openssl,
-                "req",
-                "-x509",
-                *ec,
-                "-keyout",
-                str(ca_key),
-                "-out",
-                str(certs.cafile),
-                "-days",
-                str(days),
-                "-config",
-                str(tmp / "ca.cnf"),
-            ],
-            [
-                openssl,
-                "req",
-                "-new",
-                *ec,
-                "-keyout",
-                str(certs.keyfile),
-                "-out",
-                str(csr),
-                "-config",
-                str(tmp / "leaf.cnf"),
-            ],
-            [
-                openssl,
-                "x509",
-                "-req",
-                "-in",
-                str(csr),
-                "-CA",
-                str(certs.cafile),
-                "-CAkey",
-                str(ca_key),
-                "-set_serial",
-                str(int.from_bytes(os.urandom(8), "big")),
-                "-days",
-                str(days),
-                "-out",
-                str(certs.certfile),
-                "-extfile",
-                str(tmp / "leaf.ext"),
-            ],
-        ]
-        for command in commands:
-            done = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
-            if done.returncode != 0:
-                raise CertificateError(
-                    f"openssl failed ({' '.join(command[1:3])}): {done.stderr.strip()}"
-                )
-    os.chmod(certs.keyfile, 0o600)
-
-
-def _make_with_cryptography(certs: Certificates, days: int) -> None:
-    import datetime
-    import ipaddress
-
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-
-    now = datetime.datetime.now(datetime.timezone.utc)
-    not_before = now - datetime.timedelta(minutes=5)
-    not_after = now + datetime.timedelta(days=days)
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "gcbatch sandbox local CA")])
-    ca_ski = x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key())
-    ca_cert = (
-        x509.CertificateBuilder()
-        .subject_name(ca_name)
-        .issuer_name(ca_name)
-        .public_key(ca_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(not_before)
-        .not_valid_after(not_after)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=False,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=True,
-                crl_sign=True,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
-        .add_extension(ca_ski, critical=False)
-        .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ca_ski),
-            critical=False,
-        )
-        .sign(ca_key, hashes.SHA256())
-    )
-    key = ec.generate_private_key(ec.SECP256R1())
-    leaf = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")]))
-        .issuer_name(ca_name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(not_before)
-        .not_valid_after(not_after)
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                content_commitment=False,
-                key_encipherment=True,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=False,
-                crl_sign=False,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-        .add_extension(
-            x509.SubjectAlternativeName(
-                [
-                    x509.DNSName("localhost"),
-                    x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
-                    x509.IPAddress(ipaddress.ip_address("::1")),
-                ]
-            ),
-            critical=False,
-        )
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-        .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ca_ski),
-            critical=False,
-        )
-        .sign(ca_key, hashes.SHA256())
-    )
-    certs.cafile.write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
-    certs.certfile.write_bytes(leaf.public_bytes(serialization.Encoding.PEM))
-    certs.keyfile.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    os.chmod(certs.keyfile, 0o600)

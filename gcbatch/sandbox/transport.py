@@ -26,7 +26,18 @@ from urllib.parse import parse_qs
 
 import httpx
 
-from gcbatch.sandbox.faults import DROP_AFTER_COMMIT, RESET, STATUS, FaultInjector, FaultPlan
+from gcbatch.sandbox.faults import (
+    DROP_AFTER_COMMIT,
+    GARBLE,
+    LATE_COMMIT,
+    RESET,
+    STATUS,
+    FaultInjector,
+    FaultPlan,
+    garble_response,
+    late_commit_answer,
+    schedule_late,
+)
 from gcbatch.sandbox.faults import fault_response as _fault_response
 from gcbatch.sandbox.http import Request, Response
 from gcbatch.sandbox.server import SupportsHandle
@@ -86,7 +97,16 @@ class SandboxTransport(httpx.BaseTransport):
                 return self._to_httpx(_fault_response(rule), request)
             if rule.action == DROP_AFTER_COMMIT:
                 self.app.handle(sandbox_request)
-            if rule.action in (RESET, DROP_AFTER_COMMIT):
+            if rule.action == GARBLE:
+                return self._to_httpx(
+                    garble_response(rule, self.app.handle(sandbox_request)), request)
+            if rule.action == LATE_COMMIT:
+                schedule_late(decision.commit_after_s,
+                              lambda: self.app.handle(sandbox_request))
+                answer = late_commit_answer(rule)
+                if answer is not None:
+                    return self._to_httpx(answer, request)
+            if rule.action in (RESET, DROP_AFTER_COMMIT, LATE_COMMIT):
                 if rule.close == "fin":
                     raise httpx.RemoteProtocolError(
                         "Server disconnected without sending a response.", request=request

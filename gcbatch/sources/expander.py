@@ -4,7 +4,9 @@
 filled in into a :class:`Source` (and a case's sources into a :class:`Case`): it runs the
 source's globs, reads JSON files, checks that a ``.json`` file given as ``file`` parses, and
 has file bytes digested by the hasher. Whatever it cannot find or read is a finding, never
-an exception.
+an exception: a missing or unreadable file, and a JSON file that is not a regular file (a
+FIFO would block the read, a device never end it), larger than :data:`JSON_VALUE_MAX`,
+or nested deeper than :data:`~gcbatch.jsonvalues.MAX_DEPTH`.
 
 Made for 100,000 cases per run: a source without placeholders (a default shared by every
 case) is made once; each JSON file is read once; a JSON file unchanged since an earlier run
@@ -25,6 +27,7 @@ from typing import Any, Literal
 
 from gcbatch.errors import Finding
 from gcbatch.hashing import Hasher
+from gcbatch.jsonvalues import MAX_DEPTH, too_deep
 from gcbatch.manifest import CaseSpec, Manifest, SourceSpec, render_template
 from gcbatch.sources.fingerprints import (
     archive_item_digest,
@@ -40,6 +43,9 @@ from gcbatch.sources.model import Case, Source
 #: JSON files given as ``file`` are checked to parse (a JSON *file* socket given bytes that
 #: are not JSON hangs the job on the platform); larger ones are left to the server.
 JSON_CHECK_LIMIT = 64 * 1024 * 1024
+#: the largest ``{json:}`` value file: the value travels in the job POST, and the platform
+#: takes request bodies of up to 16 MiB (its nginx ``client_max_body_size``)
+JSON_VALUE_MAX = 16 * 1024 * 1024
 
 #: os.path.isabs is "starts with /" here (100,000 relative paths per run skip the call)
 _POSIX = os.name == "posix"
@@ -202,8 +208,15 @@ class Expander:
         as_paths = tuple(self.path(p) for p in unique)
         digest = ""
         if self.hasher is not None:
-            hasher = self.hasher
-            digest = files_digest(hasher.digest(p) for p in as_paths)
+            digests = []
+            for p in as_paths:
+                try:
+                    digests.append(self.hasher.digest(p))
+                except OSError as exc:  # unreadable (permissions, I/O error), or gone
+                    self.find(f"{spec.where}: {self.rel(str(p))}: cannot read: "
+                              f"{exc.strerror or exc}", spec.line, spec.col)
+                    return None
+            digest = files_digest(digests)
         if kind == "file":
             summary = f"file {self.rel(unique[0])}"
         else:
@@ -256,6 +269,9 @@ class Expander:
             self.find(f"{spec.where}: {rel}: not valid JSON (line {exc.lineno}, column "
                       f"{exc.colno}: {exc.msg})", spec.line, spec.col)
             value = _MISSING
+        except _Unusable as exc:
+            self.find(f"{spec.where}: {rel}: {exc}", spec.line, spec.col)
+            value = _MISSING
         except OSError as exc:
             self.find(f"{spec.where}: {rel}: cannot read: {exc.strerror}", spec.line, spec.col)
             value = _MISSING
@@ -271,6 +287,10 @@ class Expander:
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
             self.find(f"{spec.where}: {self.rel(path)}: a .json file that is not valid JSON "
                       f"({exc})", spec.line, spec.col)
+            return False
+        except RecursionError:
+            self.find(f"{spec.where}: {self.rel(path)}: a .json file nested too deeply to "
+                      "be read", spec.line, spec.col)
             return False
         except OSError:
             return True  # the stat/glob above found it; let hashing report real I/O errors
@@ -303,15 +323,53 @@ class Expander:
         return Case(case_id, tuple(sources), fingerprint, origin, spec.line)
 
 
+class _Unusable(Exception):
+    """A JSON value file that is no regular file, too large or nested too deeply."""
+
+
 def _load_json_file(path: str) -> Any:
     """``json.load(open(path, encoding="utf-8"))``, the same value and errors, faster: one
-    binary read and a decode instead of a text stream (100,000 small files per run)."""
-    with open(path, "rb") as fh:
-        data = fh.read()
+    binary read and a decode instead of a text stream (100,000 small files per run).
+
+    Only a regular file is read (opened without blocking, so a FIFO is refused instead of
+    waited on), at most :data:`JSON_VALUE_MAX` bytes of it, and its value may nest at
+    most ``MAX_DEPTH`` levels: :class:`_Unusable` otherwise."""
+    fd = os.open(path, os.O_RDONLY | _NONBLOCK)
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise _Unusable("not a regular file (a FIFO, a socket or a device?)")
+        # plain os.read, no buffered file object (100,000 small files: a third of the
+        # time); one byte more than the file holds shows a file that grew past the limit
+        want = min(st.st_size, JSON_VALUE_MAX) + 1
+        parts: list[bytes] = []
+        got = 0
+        while got < want:
+            chunk = os.read(fd, want - got)
+            if not chunk:
+                break
+            parts.append(chunk)
+            got += len(chunk)
+    finally:
+        os.close(fd)
+    data = parts[0] if len(parts) == 1 else b"".join(parts)
+    if len(data) > JSON_VALUE_MAX:
+        raise _Unusable(f"larger than {JSON_VALUE_MAX // (1024 * 1024)} MiB, more than a "
+                        "job's request may carry")
     text = data.decode("utf-8")
     if "\r" in text:  # what text mode's universal newlines would have made of it
         text = text.replace("\r\n", "\n").replace("\r", "\n")
-    return json.loads(text)
+    try:
+        value = json.loads(text)
+    except RecursionError:
+        value = _TOO_DEEP
+    if value is _TOO_DEEP or (isinstance(value, (list, dict)) and too_deep(value)):
+        raise _Unusable(f"nested more than {MAX_DEPTH} levels deep")
+    return value
+
+
+_TOO_DEEP = object()
+_NONBLOCK = getattr(os, "O_NONBLOCK", 0)
 
 
 class _Missing:

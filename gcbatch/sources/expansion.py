@@ -3,8 +3,9 @@
 Explicit cases are taken as written (defaults overlaid); ``foreach`` generators make one
 case per glob match (sorted) or per archive item. Archive generators need the server's
 list of items: without ``archive_items`` they are returned as :attr:`Expansion.needs_server`
-instead of cases. Generated ids are checked here (valid, and not taken twice), because only
-expansion knows them.
+instead of cases. Generated ids are checked here (valid, not reserved, and not taken
+twice), because only expansion knows them; ids that differ only in letter case are a
+warning (:attr:`Expansion.warnings`): their result folders are one on macOS and Windows.
 """
 
 from __future__ import annotations
@@ -13,9 +14,10 @@ import glob as globlib
 import os
 from collections.abc import Iterable, Mapping, Sequence
 
-from gcbatch.errors import ManifestError
+from gcbatch.errors import Finding, ManifestError
 from gcbatch.hashing import Hasher
 from gcbatch.manifest import CASE_ID_RE, CaseSpec, Manifest, render_template
+from gcbatch.manifest.semantics import reserved_id_problem
 from gcbatch.perf import gc_paused
 from gcbatch.sources.expander import Expander
 from gcbatch.sources.model import ArchiveItemLike, Case, Expansion, PendingGenerator
@@ -103,6 +105,10 @@ def _expand(
                             "case id (1-128 letters, digits, '.', '_' or '-', starting with a "
                             "letter or digit)", spec.id_line, spec.id_col)
                     continue
+                if (reserved := reserved_id_problem(case_id)) is not None:
+                    ex.find(f"{where}.id: made from {match}: {reserved}", spec.id_line,
+                            spec.id_col)
+                    continue
                 add(spec, case_id, values, origin)
         else:
             slug = spec.foreach.pattern
@@ -119,6 +125,10 @@ def _expand(
                             "is not a valid case id (1-128 letters, digits, '.', '_' or '-', "
                             "starting with a letter or digit)", spec.id_line, spec.id_col)
                     continue
+                if (reserved := reserved_id_problem(case_id)) is not None:
+                    ex.find(f"{spec.where}.id: made from archive item {item.pk}: {reserved}",
+                            spec.id_line, spec.id_col)
+                    continue
                 add(spec, case_id, values, origin, archive=slug)
 
     cases.sort(key=lambda c: c.id)
@@ -126,7 +136,26 @@ def _expand(
     findings = tuple(sorted(ex.findings, key=lambda f: (f.line or 0, f.col or 0)))
     if findings and not collect:
         raise ManifestError(findings)
-    return Expansion(tuple(cases), tuple(pending), findings, tuple(settled_ids))
+    return Expansion(tuple(cases), tuple(pending), findings, tuple(settled_ids),
+                     warnings=_case_clashes(manifest, seen))
+
+
+def _case_clashes(manifest: Manifest, seen: Mapping[str, tuple[str, int | None, bool]]
+                  ) -> tuple[Finding, ...]:
+    """A warning for each case id that differs from an earlier one only in letter case:
+    on a case-insensitive file system (macOS, Windows) their result folders are one."""
+    first: dict[str, str] = {}
+    warnings = []
+    for case_id in sorted(seen):
+        folded = case_id.casefold()
+        other = first.setdefault(folded, case_id)
+        if other != case_id:
+            origin, line, _ = seen[case_id]
+            warnings.append(manifest.finding(
+                f"case id {case_id!r} ({origin}) differs from {other!r} only in letter case; "
+                "on macOS and Windows their result folders would be one, and downloads "
+                "would mix", line, None))
+    return tuple(warnings)
 
 
 def _glob_matches(ex: Expander, spec: CaseSpec) -> Iterable[tuple[str, dict[str, str]]]:

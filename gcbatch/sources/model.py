@@ -70,6 +70,8 @@ class Expansion:
     findings: tuple[Finding, ...] = ()
     #: ids of the cases found settled (see ``expand``'s ``settled``), sorted; no Case built
     settled: tuple[str, ...] = ()
+    #: not errors, but worth saying (e.g. case ids that differ only in letter case)
+    warnings: tuple[Finding, ...] = ()
 
     @property
     def case_ids(self) -> list[str]:

@@ -40,6 +40,7 @@ from gcbatch.views.text import (
     render_download,
     render_findings,
     render_forecast,
+    render_missing_outputs,
     render_plan,
     render_status_summary,
     render_status_table,
@@ -152,6 +153,8 @@ class HumanView:
     # -- results --------------------------------------------------------------------------------
 
     def show_validation(self, result: ValidateResult) -> None:
+        for warning in result.warnings:
+            self.warn(warning.render())
         for checked in result.checked:
             if not checked.findings:
                 self._print(f"{checked.path}: ok ({checked.summary})", err=True)
@@ -202,6 +205,8 @@ class HumanView:
         self._print(render_download(result.summary, result.tables))
         for path, error in result.summary.failures:
             self._print(f"error: {path}: {error}", err=True)
+        for line in render_missing_outputs(result.summary.missing):
+            self._print(f"error: {line}", err=True)
         without = result.without_results
         if without:
             counts: dict[str, int] = {}

@@ -106,6 +106,8 @@ class JsonView:
         self._out.flush()
 
     def show_validation(self, result: ValidateResult) -> None:
+        for warning in result.warnings:
+            self.warn(warning.render())
         self._document([f.as_json() for f in result.findings])
 
     def show_plan(self, result: PlanResult, *, token_missing: bool = False) -> None:

@@ -157,10 +157,16 @@ def make_progress(stream: IO[str], *, force_plain: bool = False) -> ApplyDisplay
     return PlainProgress(stream)
 
 
-def _console(stream: IO[str]) -> Any:
+def _bar(stream: IO[str], label: str, detail: str) -> Any:
+    """A started transient ``rich`` bar: label, bar, done/total, ``detail``, time."""
     from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    return Console(file=stream, highlight=False, no_color="NO_COLOR" in os.environ)
+    console = Console(file=stream, highlight=False, no_color="NO_COLOR" in os.environ)
+    progress = Progress(TextColumn(label), BarColumn(), MofNCompleteColumn(), TextColumn(detail),
+                        TimeElapsedColumn(), console=console, transient=True)
+    progress.start()
+    return progress
 
 
 class WaitDisplay:
@@ -172,19 +178,7 @@ class WaitDisplay:
         self._progress: Any = None
         self._task: Any = None
         if is_terminal(stream):
-            from rich.progress import (
-                BarColumn,
-                MofNCompleteColumn,
-                Progress,
-                TextColumn,
-                TimeElapsedColumn,
-            )
-
-            self._progress = Progress(
-                TextColumn("waiting"), BarColumn(), MofNCompleteColumn(),
-                TextColumn("{task.description}"), TimeElapsedColumn(),
-                console=_console(stream), transient=True)
-            self._progress.start()
+            self._progress = _bar(stream, "waiting", "{task.description}")
             self._task = self._progress.add_task("", total=None)
 
     def update(self, event: WaitProgress) -> None:
@@ -215,19 +209,7 @@ class DownloadDisplay:
         self._total = 0
         self._lock = threading.Lock()
         if is_terminal(stream):
-            from rich.progress import (
-                BarColumn,
-                MofNCompleteColumn,
-                Progress,
-                TextColumn,
-                TimeElapsedColumn,
-            )
-
-            self._progress = Progress(
-                TextColumn("downloading"), BarColumn(), MofNCompleteColumn(),
-                TextColumn("files · {task.fields[received]}"), TimeElapsedColumn(),
-                console=_console(stream), transient=True)
-            self._progress.start()
+            self._progress = _bar(stream, "downloading", "files · {task.fields[received]}")
             self._task = self._progress.add_task("", total=0, received="0 B")
 
     def planned(self, files: int) -> None:

@@ -29,6 +29,7 @@ __all__ = [
     "render_download",
     "render_findings",
     "render_forecast",
+    "render_missing_outputs",
     "render_plan",
     "render_plan_summary",
     "render_status_summary",
@@ -227,6 +228,15 @@ def human_bytes(count: int) -> str:
             return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
         size /= 1024
     return f"{size:.1f} TiB"  # pragma: no cover - loop always returns
+
+
+def render_missing_outputs(missing: Iterable[tuple[str, str]]) -> list[str]:
+    """One line per case whose Succeeded job lacks outputs it should have."""
+    by_case: dict[str, list[str]] = {}
+    for case_id, socket in missing:
+        by_case.setdefault(case_id, []).append(socket)
+    return [f"{case_id}: the job Succeeded but its output(s) {', '.join(sockets)} are "
+            "missing (nothing to download for them)" for case_id, sockets in by_case.items()]
 
 
 def render_download(summary: DownloadSummary, tables: tuple[object, object]) -> str:

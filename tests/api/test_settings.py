@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import pickle
 from pathlib import Path
 
@@ -9,13 +10,18 @@ import pytest
 
 from gcbatch.api.settings import (
     DEFAULT_SERVER,
+    ServerChoice,
     Settings,
     Token,
+    allowed_servers_file,
+    check_server_allowed,
+    choose_server,
     is_loopback_host,
     normalise_server_url,
     resolve_server,
     resolve_settings,
     resolve_token,
+    ssl_context,
 )
 from gcbatch.errors import ConfigError
 
@@ -171,3 +177,92 @@ def test_resolve_settings_checks_server_before_token() -> None:
         resolve_settings(server_flag="http://example.org/api/v1/", env={})
     s = resolve_settings(env={"GRAND_CHALLENGE_AUTHORIZATION": SECRET})
     assert s.server == DEFAULT_SERVER and s.token == Token(SECRET)
+
+
+# --- the servers the token may go to (issue 14) ------------------------------------------
+
+
+def _manifest_choice(url: str) -> ServerChoice:
+    return choose_server(None, env={}, manifest_server=url)
+
+
+def test_only_a_server_named_by_the_manifest_alone_needs_allowing(tmp_path: Path) -> None:
+    assert choose_server("https://a.example/", env={}).source == "flag"
+    assert choose_server(None, env={"GCBATCH_SERVER": "https://a.example/"}).source == "env"
+    assert choose_server(None, env={}).source == "default"
+    nowhere = tmp_path / "none"
+    for choice in (choose_server("https://a.example/", env={}),
+                   _manifest_choice("https://grand-challenge.org/api/v1/"),
+                   _manifest_choice("https://GRAND-CHALLENGE.org:443/api/v1/")):
+        check_server_allowed(choice, env={}, config_file=nowhere)
+    with pytest.raises(ConfigError) as refused:
+        check_server_allowed(_manifest_choice("http://127.0.0.2:8000/api/v1/"),
+                             manifest="study.yaml", env={}, config_file=nowhere)
+    message = str(refused.value)
+    assert message.startswith("study.yaml: server: http://127.0.0.2:8000/api/v1/ is a server")
+    assert "--server http://127.0.0.2:8000/api/v1/" in message
+    assert "GCBATCH_ALLOWED_SERVERS=127.0.0.2:8000" in message and str(nowhere) in message
+
+
+@pytest.mark.parametrize(("entries", "allowed"), [
+    ("lab.example", True),  # a host: any port
+    ("lab.example:8443", True),
+    ("lab.example:9999", False),
+    ("https://lab.example:8443/api/v1/", True),  # a URL: its host and port
+    ("other.example, lab.example:8443", True),
+    ("lab.example.evil", False),
+    ("evil-lab.example", False),
+])
+def test_allowed_hosts_from_the_environment(entries: str, allowed: bool, tmp_path: Path
+                                            ) -> None:
+    choice = _manifest_choice("https://lab.example:8443/api/v1/")
+    env = {"GCBATCH_ALLOWED_SERVERS": entries}
+    if allowed:
+        check_server_allowed(choice, env=env, config_file=tmp_path / "none")
+    else:
+        with pytest.raises(ConfigError):
+            check_server_allowed(choice, env=env, config_file=tmp_path / "none")
+
+
+def test_allowed_hosts_from_the_users_config_file(tmp_path: Path) -> None:
+    env = {"XDG_CONFIG_HOME": str(tmp_path)}
+    listing = allowed_servers_file(env)
+    assert listing == tmp_path / "gcbatch" / "allowed-servers"
+    listing.parent.mkdir()
+    listing.write_text("# mine\nlab.example  # the lab's\n", encoding="utf-8")
+    check_server_allowed(_manifest_choice("https://lab.example/api/v1/"), env=env)
+    with pytest.raises(ConfigError):
+        check_server_allowed(_manifest_choice("https://other.example/api/v1/"), env=env)
+
+
+def test_a_token_file_is_a_small_regular_file(tmp_path: Path) -> None:
+    good = tmp_path / "token"
+    good.write_text(f"Bearer {SECRET}\n")
+    token = resolve_token(good, env={})
+    assert token is not None and token.reveal() == SECRET
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    with pytest.raises(ConfigError, match="is not a regular file"):
+        resolve_token(fifo, env={})
+    big = tmp_path / "big"
+    big.write_bytes(b"x" * (64 * 1024 + 1))
+    with pytest.raises(ConfigError, match="larger than 64 KiB"):
+        resolve_token(big, env={})
+    binary = tmp_path / "binary"
+    binary.write_bytes(b"\xff\xfe")
+    with pytest.raises(ConfigError, match="not UTF-8"):
+        resolve_token(binary, env={})
+
+
+def test_a_ca_file_that_cannot_be_loaded_is_a_config_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SSL_CERT_FILE", str(tmp_path / "missing.pem"))
+    with pytest.raises(ConfigError, match=r"SSL_CERT_FILE=.*missing.pem: cannot load"):
+        ssl_context()
+    bad = tmp_path / "bad.pem"
+    bad.write_text("not a certificate")
+    with pytest.raises(ConfigError, match="the CA file"):
+        ssl_context(str(bad))
+    monkeypatch.delenv("SSL_CERT_FILE")
+    assert ssl_context().verify_mode.name == "CERT_REQUIRED"

@@ -552,3 +552,51 @@ def test_real_loopback_tls_sandbox(make_sandbox: Callable[..., Any], tmp_path: P
     assert len(storage) == 2 and not any(r["had_authorization"] for r in storage)
     api = [r for r in entries if str(r.get("path", "")).startswith("/api/v1/")]
     assert api and all(r["had_authorization"] for r in api)
+
+
+# -- bytes sent = bytes hashed -------------------------------------------------------------------
+
+
+def test_the_hash_is_of_the_bytes_sent_in_parallel_parts(tmp_path: Path) -> None:
+    fake = FakeGC()
+    data = write_file(tmp_path / "scan.mha", 16 * MIB + 3)
+    uploader = Uploader(make_client(fake), part_size=5 * MIB, max_workers=4)
+    result = upload_file(uploader, tmp_path / "scan.mha", "s.mha")
+    assert result.sha256 == hashlib.sha256(data).hexdigest()
+
+
+def test_a_file_that_is_not_the_fingerprinted_one_is_never_completed(tmp_path: Path) -> None:
+    from gcbatch.api.uploads import SourceChangedError
+
+    fake = FakeGC()
+    path = tmp_path / "scan.mha"
+    data = write_file(path, 6 * MIB)
+    planned = hashlib.sha256(data).hexdigest()
+    path.write_bytes(data[:-1] + bytes([data[-1] ^ 1]))  # same size, other bytes
+    uploader = Uploader(make_client(fake), part_size=5 * MIB)
+    upload = uploader.create("s.mha")
+    with pytest.raises(SourceChangedError, match="changed since it was fingerprinted"):
+        uploader.send(upload, path, expect_sha256=planned)
+    assert fake.uploads[upload.pk]["status"] == "Aborted"
+
+
+def test_a_part_sent_again_with_other_bytes_is_refused(tmp_path: Path) -> None:
+    """A retried PUT re-reads its part: if the file changed meanwhile, stop."""
+    from gcbatch.api.uploads import SourceChangedError
+
+    fake = FakeGC()
+    path = tmp_path / "f"
+    data = write_file(path, 11 * MIB)
+    state = {"left": 1}
+
+    def flaky_then_rewrite(n: int) -> httpx.Response | None:
+        if n == 2 and state["left"]:
+            state["left"] -= 1
+            path.write_bytes(data[:6 * MIB] + b"\0" * (5 * MIB))  # part 2 changes
+            return httpx.Response(503)
+        return None
+
+    fake.fail_put = flaky_then_rewrite
+    uploader = Uploader(make_client(fake), part_size=5 * MIB, max_workers=1)
+    with pytest.raises(SourceChangedError, match="changed while it was being uploaded"):
+        upload_file(uploader, path, "f")

@@ -29,6 +29,15 @@ def cli_timeout(target: Target) -> float:
     return 1800.0 if target.is_live else 180.0
 
 
+def answer_window(target: Target) -> list[str]:
+    """``--answer-window`` for runs after a kill: how long a job POST without an answer
+    may still turn into a job. Both servers here commit a job before they answer (the
+    sandbox; the oracle's gunicorn, with no gateway in front that could give up first),
+    so a killed run's POST has become a job, or never will, within seconds; the default
+    (180 s, for the platform's gateway) would hold each such case for 3 minutes."""
+    return ["--answer-window", "5" if not target.is_live else "30"]
+
+
 def run_cli(target: Target, args: Sequence[str], cwd: Path, *, token: str | None = None,
             proxy: FaultProxy | None = None, server: str | None = None,
             timeout: float | None = None, no_token: bool = False,

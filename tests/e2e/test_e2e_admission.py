@@ -12,7 +12,14 @@ import time
 from pathlib import Path
 
 import pytest
-from e2e_cli import assert_one_job_per_case, run_cli, start_cli, summary, value_study
+from e2e_cli import (
+    answer_window,
+    assert_one_job_per_case,
+    run_cli,
+    start_cli,
+    summary,
+    value_study,
+)
 from e2e_target import TOO_MANY_ACTIVE, WORLD, Target, new_run_id
 
 from gcbatch.statuses import is_terminal
@@ -132,7 +139,7 @@ def test_waiting_on_the_limit_makes_no_duplicate_after_a_restart(
     time.sleep(0.5)
     proc.kill()
     proc.wait(30)
-    again = run_cli(target, ["apply", str(study.manifest), "--json",
-                             "--reconcile-wait", "60"], tmp_path)
+    again = run_cli(target, ["apply", str(study.manifest), "--json", "--reconcile-wait",
+                             "60", *answer_window(target)], tmp_path)
     assert again.returncode == 0, again.stderr[-3000:]
     assert_one_job_per_case(target, study, before)

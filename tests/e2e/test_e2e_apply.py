@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 from e2e_cli import (
+    answer_window,
     assert_one_job_per_case,
     image_study,
     mutating,
@@ -67,7 +68,7 @@ def test_kill_9_at_random_moments_then_one_job_per_case(target: Target, tmp_path
     target.tune(max_active_jobs=1000)
     study = image_study(tmp_path, n, new_run_id())
     before = {j["pk"] for j in target.jobs(study.algorithm)}
-    args = ["apply", str(study.manifest), "--reconcile-wait", "60"]
+    args = ["apply", str(study.manifest), "--reconcile-wait", "60", *answer_window(target)]
     args += ["--max-active", "1000"] if not target.is_live else ["--concurrency", "4"]
     log = tmp_path / "runs.log"
     kills = 0
@@ -204,7 +205,7 @@ def test_ctrl_c_once_finishes_in_flight_twice_exits_at_once_and_nothing_is_lost(
     def made() -> int:
         return target.job_count(study.algorithm) - len(before)
 
-    args = ["apply", str(study.manifest), "--concurrency", "2"]
+    args = ["apply", str(study.manifest), "--concurrency", "2", *answer_window(target)]
     if not target.is_live:
         args += ["--max-active", "1000"]
     # once: a graceful stop, exit 130, a consistent lockfile with nothing in doubt
@@ -233,3 +234,28 @@ def test_ctrl_c_once_finishes_in_flight_twice_exits_at_once_and_nothing_is_lost(
     assert final.returncode == 0, final.stderr[-3000:]
     assert made() == n
     assert_one_job_per_case(target, study, before)
+
+
+def test_plan_after_a_kill_during_uploads_shows_nothing_in_doubt(
+    target: Target, tmp_path: Path
+) -> None:
+    run = new_run_id()
+    write_scan(tmp_path / "scans" / f"big-{run}.mha", run % 251, width=256, height=256,
+               depth=320)
+    manifest = tmp_path / "study.yaml"
+    manifest.write_text(f"version: 1\nalgorithm: {WORLD.algorithm}\ncases:\n"
+                        f"  - id: big-{run}\n    inputs:\n"
+                        f"      {WORLD.image}: {{file: scans/big-{run}.mha}}\n")
+    proc = start_cli(target, ["apply", str(manifest)], tmp_path, tmp_path / "run1.log")
+    journal = manifest.with_suffix(".lock.journal")
+    try:  # until the intent (stage "upload") is journalled and parts are going up
+        target.wait_until("the upload to start", lambda: (journal.exists()
+                          and b"upload" in journal.read_bytes()) or proc.poll() is not None,
+                          interval=0.01)
+        time.sleep(0.2)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(30)
+    plan = run_cli(target, ["plan", str(manifest)], tmp_path)
+    assert plan.returncode == 0, plan.stderr
+    assert not [line for line in plan.stdout.splitlines() if line.startswith("? ")], plan.stdout

@@ -330,3 +330,76 @@ def test_progress_events(tmp_path: Path, client: FakeClient) -> None:
     totals.clear()
     download_outputs(client, _jobs(), tmp_path, on_event=record)
     assert sum(totals) == 6 and all(skipped for _, _, skipped in events)
+
+
+# --- issue 14: missing outputs, untrusted records, linked folders --------------------------
+
+
+def test_missing_outputs_are_judged_against_the_jobs_interface() -> None:
+    from gcbatch.api.models import Algorithm
+    from gcbatch.engine.downloads import missing_outputs
+
+    def sockets(*slugs: str) -> list[dict[str, Any]]:
+        return [_socket(s, "Value", f"{s}.json") for s in slugs]
+
+    algorithm = Algorithm.from_json({
+        "pk": "a", "api_url": f"{API}algorithms/a/", "slug": "alg", "title": "A",
+        "interfaces": [{"inputs": sockets("age"), "outputs": sockets("risk", "report")},
+                       {"inputs": sockets("ct"), "outputs": sockets("heatmap")}]})
+    age = {"interface": _socket("age", "Value", "age.json"), "value": 3}
+    complete = Job.from_json({"pk": "1", "api_url": f"{API}algorithms/jobs/1/",
+                              "status": "Succeeded", "inputs": [age], "outputs": [
+                                  {"interface": _socket("risk", "Value", "r.json"), "value": 1},
+                                  {"interface": _socket("report", "Value", "r.json"),
+                                   "value": None}]})
+    empty_file = Job.from_json({"pk": "2", "api_url": f"{API}algorithms/jobs/2/",
+                                "status": "Succeeded", "inputs": [age], "outputs": [
+                                    {"interface": _socket("report", "File", "r.json"),
+                                     "file": None}]})
+    failed = Job.from_json({"pk": "3", "api_url": f"{API}algorithms/jobs/3/",
+                            "status": "Failed", "inputs": [age], "outputs": []})
+    jobs = {"ok": complete, "empty": empty_file, "failed": failed}
+    assert missing_outputs(jobs, algorithm) == [("empty", "report"), ("empty", "risk")]
+    assert missing_outputs(jobs, None) == []
+
+
+def test_a_record_line_is_believed_only_for_plain_paths_inside_the_folder(
+    tmp_path: Path
+) -> None:
+    lines = [
+        {"type": "file", "path": "case-1/a.json", "source": "s", "size": 1, "mtime_ns": 2,
+         "sha256": "x"},
+        {"type": "file", "path": "../outside.json", "source": "s", "size": 1,
+         "mtime_ns": 2, "sha256": "x"},
+        {"type": "file", "path": "case-1/b.json", "source": "s", "size": "1",
+         "mtime_ns": 2, "sha256": "x"},
+        {"type": "image", "path": "case-1/images/h", "source": "s",
+         "files": ["case-1/images/h/x.mha"]},
+        {"type": "image", "path": "case-2/images/h", "source": "s",
+         "files": ["case-2/images/h/../../../../victim"]},
+        {"type": "image", "path": "case-3/images/h", "source": "s",
+         "files": ["case-9/elsewhere.mha"]},
+    ]
+    (tmp_path / STATE_NAME).write_text("".join(json.dumps(x) + "\n" for x in lines))
+    state = DownloadState(tmp_path)
+    try:
+        assert sorted(state.files) == ["case-1/a.json"]
+        assert sorted(state.images) == ["case-1/images/h"]
+    finally:
+        state.close()
+
+
+def test_nothing_is_written_below_a_case_folder_that_is_a_link(tmp_path: Path) -> None:
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "case-1").symlink_to(elsewhere)
+    client = FakeClient()
+    client.add_image("img-1", ["heat.mha"])
+    client.add_file("report-1", b"{}")
+    summary = download_outputs(client, {"case-1": _job("j1")}, out)  # type: ignore[arg-type]
+    assert list(elsewhere.iterdir()) == []
+    assert client.downloads == []
+    assert len(summary.failures) == 4  # two values, a file, an image file
+    assert all("is a symbolic link" in error for _, error in summary.failures)

@@ -122,24 +122,34 @@ def test_unused_uploads_and_nothing_validating_means_no_job() -> None:
     assert isinstance(decide(IMAGE_UPLOAD, evidence, claimed=set()), NoJob)
 
 
-def test_consumed_uploads_with_a_cancelled_partial_job_stays_in_doubt() -> None:
+def test_a_cancelled_job_without_our_handle_is_not_ours() -> None:
+    # a Cancelled job whose upload inputs never attached carries no handle of ours
     jobs = (job("cancelled", "Cancelled", lung_volume=1.5),)
     evidence = Evidence(jobs=jobs, named_images={"ct-image": frozenset()},
                         uploads_gone={"u1": True})
-    assert isinstance(decide(IMAGE_UPLOAD, evidence, claimed=set()), Ambiguous)
+    assert isinstance(decide(IMAGE_UPLOAD, evidence, claimed=set()), NoJob)
 
 
-def test_file_upload_adopted_only_when_uploads_were_consumed() -> None:
-    jobs = (job("f", age=42, lung_volume=1.5, lab_report=("file", "lab-report.json")),)
-    consumed = Evidence(jobs=jobs, uploads_gone={"u9": True})
-    verdict = decide(FILE_UPLOAD, consumed, claimed=set())
-    assert isinstance(verdict, Adopt) and verdict.job.pk == "f"
-    alive = Evidence(jobs=jobs, uploads_gone={"u9": False})
-    assert isinstance(decide(FILE_UPLOAD, alive, claimed=set()), NoJob)
-    two = Evidence(jobs=(*jobs, job("g", age=42, lung_volume=1.5,
-                                     lab_report=("file", "lab-report.json"))),
-                   uploads_gone={"u9": True})
-    assert isinstance(decide(FILE_UPLOAD, two, claimed=set()), Ambiguous)
+def test_file_upload_matched_by_its_stored_file_name() -> None:
+    """The platform stores a File value under the upload's filename: the exact handle."""
+    ours = job("f", age=42, lung_volume=1.5,
+               lab_report=("file", "components/civ/00/07/7/p1.gcb-0badf00d.json"))
+    other_study = job("o", age=42, lung_volume=1.5,
+                      lab_report=("file", "components/civ/00/08/8/p1.gcb-99999999.json"))
+    cancelled = job("c", "Cancelled", age=42, lung_volume=1.5,
+                    lab_report=("file", "components/civ/00/09/9/lab-report.json"))
+    for gone in (True, False):
+        evidence = Evidence(jobs=(other_study, ours, cancelled), uploads_gone={"u9": gone})
+        verdict = decide(FILE_UPLOAD, evidence, claimed=set())
+        assert isinstance(verdict, Adopt) and verdict.job.pk == "f"
+    # another study's job and a Cancelled one alone: not ours, whatever the uploads say
+    for gone in (True, False):
+        evidence = Evidence(jobs=(other_study, cancelled), uploads_gone={"u9": gone})
+        assert isinstance(decide(FILE_UPLOAD, evidence, claimed=set()), NoJob)
+    # a %-encoded URL still names the file
+    encoded = job("e", age=42, lung_volume=1.5,
+                  lab_report=("file", "x/p1.gcb-0badf00d.json?X-Amz-Signature=abc"))
+    assert classify(FILE_UPLOAD, encoded, {}) == Match.STRONG
 
 
 def test_payload_round_trips() -> None:

@@ -37,3 +37,14 @@ def test_other_server_or_algorithm_refused(tmp_path: Path) -> None:
         lf.load(path, server="https://other.example/api/v1/")
     with pytest.raises(LockfileError, match="made for algorithm 'lung-nodule-detector'"):
         lf.load(path, algorithm="risk-calculator")
+
+
+def test_a_server_is_one_server_whatever_the_spelling_of_its_url() -> None:
+    from gcbatch.lockfile.records import normalize_server
+
+    same = ["https://grand-challenge.org/api/v1/", "HTTPS://Grand-Challenge.org:443/api/v1",
+            "https://grand-challenge.org/api/v1//"]
+    assert {normalize_server(u) for u in same} == {"https://grand-challenge.org/api/v1/"}
+    assert normalize_server("http://127.0.0.1:8000/api/v1") == "http://127.0.0.1:8000/api/v1/"
+    assert normalize_server("http://127.0.0.1:8000/api/v1/") != \
+        normalize_server("http://127.0.0.1:8001/api/v1/")

@@ -249,7 +249,8 @@ def test_inspect_prints_tables_and_json(
     with proc.client("demo") as client:
         client.get("algorithms/")
         client.get("algorithms/")
-    base = ["sandbox", "inspect", "--url", proc.api_url, "--cafile", str(proc.cafile)]
+    base = ["sandbox", "inspect", "--url", proc.api_url, "--cafile", str(proc.cafile),
+            "--admin-token", proc.admin_token]
     code, out, err = run_main(base, capsys)
     assert code == 0, err
     assert "demo" in out and "jobs" in out
@@ -262,9 +263,14 @@ def test_inspect_prints_tables_and_json(
     assert data["faults"]["rules"][0]["fired"] == 1
     paths = [e["path"] for e in data["requests"]["requests"]]
     assert paths.count("/api/v1/algorithms/") == 1  # the faulted one never reached the app
-    code, _, err = run_main(["sandbox", "inspect", "--url", "http://127.0.0.1:9"], capsys)
+    code, _, err = run_main(["sandbox", "inspect", "--url", "http://127.0.0.1:9",
+                             "--admin-token", "x"], capsys)
     assert code == 1
     assert "cannot read the sandbox" in err
+    # without the admin token the admin API refuses (and says where the token is)
+    code, _, err = run_main([*base[:-2], "--admin-token", "wrong"], capsys)
+    assert code == 1
+    assert "403" in err and "admin token" in err
 
 
 def test_process_fixture_reports_the_ready_line(

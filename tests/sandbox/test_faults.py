@@ -23,7 +23,7 @@ from gcbatch.sandbox.faults import (
     parse_fault_spec,
 )
 from gcbatch.sandbox.http import Request
-from gcbatch.sandbox.server import SandboxHTTPServer
+from gcbatch.sandbox.server import ADMIN_HEADER, SandboxHTTPServer
 
 JOBS = "/api/v1/algorithms/jobs/"
 
@@ -238,7 +238,9 @@ def faulty_client(request: pytest.FixtureRequest, echo_app: Any) -> Any:
     injector = FaultInjector()
     if request.param == "server":
         server, stop = _server(echo_app, injector)
-        client = httpx.Client(base_url=server.base_url, trust_env=False)
+        # (the admin API over HTTP needs the server's admin token)
+        client = httpx.Client(base_url=server.base_url, trust_env=False,
+                              headers={ADMIN_HEADER: server.admin_token})
         request.addfinalizer(stop)
     else:
         transport = SandboxTransport(echo_app, injector)
