@@ -106,6 +106,10 @@ def _open_sandbox(study: Study) -> tuple[Any, httpx.BaseTransport, Token]:
             f"(it writes {SANDBOX_SEED} beside the manifest), or write that file yourself "
             "(its format: `gcbatch sandbox seed --help`)"
         )
+    users = [u.name for u in seed.users]
+    if not users:  # said before anything is made
+        raise ConfigError(f"--sandbox: {where} has no users (the sandbox needs one)")
+    user = SANDBOX_USER if SANDBOX_USER in users else users[0]
     refuse_link(state_dir, "folder of gcbatch's local state")
     state_dir.mkdir(parents=True, exist_ok=True)
     # the sandbox's database is scratch state, never something to commit; created only if
@@ -124,11 +128,6 @@ def _open_sandbox(study: Study) -> tuple[Any, httpx.BaseTransport, Token]:
             f"the sandbox's state {db} cannot be opened ({type(exc).__name__}: {exc}); "
             f"delete {state_dir} to start the sandbox afresh"
         ) from None
-    users = [u.name for u in seed.users]
-    if not users:
-        app.close()
-        raise ConfigError(f"--sandbox: {where} has no users (the sandbox needs one)")
-    user = SANDBOX_USER if SANDBOX_USER in users else users[0]
     return app, SandboxTransport(app), Token(app.token(user))
 
 

@@ -93,3 +93,14 @@ def test_sandbox_seed_help_shows_the_format() -> None:
     assert shown.returncode == 0
     assert "sandbox-seed.yaml (all keys but the slugs optional):" in shown.stdout
     assert "interfaces: [{inputs: [ct, age], outputs: [report]}]" in shown.stdout
+
+
+def test_sandbox_seed_never_writes_through_a_link(tmp_path: Path) -> None:
+    _study(tmp_path)
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep\n")
+    (tmp_path / "sandbox-seed.yaml").symlink_to(victim)
+    refused = _gcbatch(tmp_path, "sandbox", "seed", "study.yaml", "--force")
+    assert refused.returncode == 2, refused.stderr
+    assert "link" in refused.stderr and "Traceback" not in refused.stderr
+    assert victim.read_text() == "keep\n"

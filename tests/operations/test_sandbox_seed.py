@@ -189,3 +189,126 @@ def test_a_database_of_the_default_world_refuses_a_seed_added_later(tmp_path: Pa
         "algorithms: [{slug: risk-calculator, interfaces: [{inputs: [age]}]}]\n")
     with pytest.raises(ConfigError, match="made with another world"):
         connect(_sandbox_study(manifest), ConnectionOptions(sandbox=True))
+
+
+def test_more_kinds_and_merges(tmp_path: Path) -> None:
+    """``.nii.gz`` kept whole, an upper-case extension, a ``files:`` pair, a value that
+    is an Integer once and an object once (Anything), a CSV file socket."""
+    manifest = _manifest(tmp_path, """\
+cases:
+  - id: a
+    inputs:
+      ct: {file: scans/A.NII.GZ}
+      pair: {files: [v/a.mhd, v/a.raw]}
+      any: {value: 1}
+      table: {file: t/x.CSV}
+  - id: b
+    inputs:
+      ct: {file: scans/b.nii.gz}
+      pair: {files: [v/b.mhd, v/b.raw]}
+      any: {value: {k: [1, 2]}}
+      table: {file: t/y.csv}
+""")
+    sockets = _sockets(derive_seed(manifest).seed)
+    assert {slug: (s["kind"], s["relative_path"]) for slug, s in sockets.items()} == {
+        "ct": ("Image", "images/ct"),
+        "pair": ("Image", "images/pair"),
+        "any": ("Anything", "any.json"),
+        "table": ("CSV file", "table.csv"),
+        OUTPUT_SOCKET: ("Anything", f"{OUTPUT_SOCKET}.json"),
+    }
+    assert load_seed(derive_seed(manifest).seed).algorithm_by_slug("my-algorithm")
+
+
+def test_an_archive_item_socket_that_is_a_file_socket_cannot_be_derived(tmp_path: Path) -> None:
+    manifest = _manifest(tmp_path, """\
+cases:
+  - foreach: {archive: reports}
+    id: "r-{item.pk}"
+    inputs:
+      report: {archive_item: "{item.pk}"}
+  - {id: x, inputs: {report: {file: r.pdf}}}
+""")
+    with pytest.raises(ConfigError, match="'report' is a PDF file socket; the derived world "
+                       "cannot make such files"):
+        derive_seed(manifest)
+
+
+def test_the_values_an_archive_item_gets_follow_its_sockets_kinds(tmp_path: Path) -> None:
+    manifest = _manifest(tmp_path, """\
+cases:
+  - foreach: {archive: a}
+    id: "i-{item.pk}"
+    inputs:
+      n: {archive_item: "{item.pk}"}
+      f: {archive_item: "{item.pk}"}
+      s: {archive_item: "{item.pk}"}
+      b: {archive_item: "{item.pk}"}
+  - {id: x, inputs: {n: {value: 1}, f: {value: 1.5}, s: {value: x}, b: {value: false}}}
+""")
+    (archive,) = derive_seed(manifest).seed["archives"]
+    assert [item["values"] for item in archive["items"]] == [
+        {"b": {"value": b}, "f": {"value": i + 0.5}, "n": {"value": i + 1},
+         "s": {"value": f"item-{i + 1}"}}
+        for i, b in enumerate((True, False, True))]
+
+
+# ------------------------------------------------------------------ which world, which user
+
+
+_WORLD = ("sockets: [{slug: n, kind: Integer}, {slug: out, kind: Float}]\n"
+          "algorithms: [{slug: my-algorithm, users: [%s], "
+          "interfaces: [{inputs: [n], outputs: [out]}]}]\n")
+
+
+@pytest.mark.parametrize(("users", "runs_as"), [
+    ("[{name: alice, token: a}, {name: demo, token: d}]", "demo"),  # demo, when there
+    ("[{name: alice, token: a}, {name: bob, token: b}]", "alice"),  # else the first
+])
+def test_sandbox_runs_as_demo_else_the_seeds_first_user(
+    tmp_path: Path, users: str, runs_as: str
+) -> None:
+    manifest = _manifest(tmp_path, "cases:\n  - {id: a, inputs: {n: {value: 1}}}\n")
+    # only that user may see the algorithm: finding it proves whose token was used
+    (tmp_path / SANDBOX_SEED).write_text(f"users: {users}\n" + _WORLD % runs_as)
+    with connect(_sandbox_study(manifest), ConnectionOptions(sandbox=True)) as session:
+        assert session.view.algorithm("my-algorithm").slug == "my-algorithm"
+
+
+@pytest.mark.parametrize(("seed", "message"), [
+    ("users: [}\n", "is not valid YAML"),
+    ("- a list\n", "the top level must be a mapping"),
+    ("users: []\n" + _WORLD % "demo", "has no users (the sandbox needs one)"),
+    ("users: [{name: demo, token: d}]\nsockets: [{slug: n, kind: Integr}]\n", "Integr"),
+])
+def test_a_broken_world_beside_the_manifest_is_a_clear_error_and_nothing_is_made(
+    tmp_path: Path, seed: str, message: str
+) -> None:
+    manifest = _manifest(tmp_path, "cases:\n  - {id: a, inputs: {n: {value: 1}}}\n")
+    (tmp_path / SANDBOX_SEED).write_text(seed)
+    with pytest.raises(ConfigError) as caught:
+        connect(_sandbox_study(manifest), ConnectionOptions(sandbox=True))
+    assert str(caught.value).startswith("--sandbox: ") and message in str(caught.value)
+    assert not (tmp_path / ".gcbatch").exists()
+
+
+def test_the_same_world_opens_the_same_state_again(tmp_path: Path) -> None:
+    manifest = _manifest(tmp_path, "cases:\n  - {id: a, inputs: {n: {value: 1}}}\n")
+    (tmp_path / SANDBOX_SEED).write_text("users: [{name: demo, token: d}]\n" + _WORLD % "demo")
+    for _ in range(2):
+        with connect(_sandbox_study(manifest), ConnectionOptions(sandbox=True)) as session:
+            assert session.view.algorithm("my-algorithm").slug == "my-algorithm"
+    mark = (tmp_path / ".gcbatch" / "sandbox.seed").read_text()
+    assert mark.startswith("sha256:") and len(mark.strip()) == len("sha256:") + 64
+
+
+def test_a_link_planted_at_the_world_record_is_refused(tmp_path: Path) -> None:
+    manifest = _manifest(tmp_path, "cases:\n  - {id: a, inputs: {age: {value: 1}}}\n",
+                         algorithm="risk-calculator")
+    victim = tmp_path / "victim"
+    victim.write_text("keep\n")
+    (tmp_path / ".gcbatch").mkdir()
+    (tmp_path / ".gcbatch" / "sandbox.seed").symlink_to(victim)
+    with pytest.raises(Exception, match="link"):
+        connect(_sandbox_study(manifest), ConnectionOptions(sandbox=True))
+    assert victim.read_text() == "keep\n"
