@@ -88,7 +88,11 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
                     returncode=2)
     for item in mine:
         marker = item.get_closest_marker("sandbox_only")
-        if marker is not None:
+        if "sandbox_process" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.skip(reason=(
+                "live server: the test drives a sandbox of its own (sandbox_process: its "
+                "fault injection and request log), not the target")))
+        elif marker is not None:
             reason = marker.args[0] if marker.args else "needs the sandbox"
             item.add_marker(pytest.mark.skip(reason=f"live server: {reason}"))
         item.add_marker(pytest.mark.timeout(LIVE_TIMEOUT))
