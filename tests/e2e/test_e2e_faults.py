@@ -11,8 +11,8 @@ import json
 from pathlib import Path
 
 import pytest
-from e2e_cli import assert_one_job_per_case, image_study, run_cli, summary
-from e2e_target import Target, new_run_id
+from e2e_cli import answer_window, assert_one_job_per_case, image_study, run_cli, summary
+from e2e_target import WORLD, Target, new_run_id
 
 from gcbatch.lockfile import load
 
@@ -50,6 +50,47 @@ def test_lost_job_post_answers_are_reconciled_one_job_per_case(
     lock = load(study.lockfile)
     assert lock is not None
     assert lost_pks <= {e.job.pk for e in lock.cases.values() if e.job}
+
+
+def _file_study(folder: Path, case: str, content: str) -> Path:
+    """One case sending a JSON file to the oracle's File socket (interface [json file])."""
+    folder.mkdir(parents=True)
+    (folder / f"{case}.json").write_text(content)
+    manifest = folder / "study.yaml"
+    manifest.write_text(f"version: 1\nalgorithm: {WORLD.algorithm}\ncases:\n"
+                        f"  - id: {case}\n    inputs:\n"
+                        f"      {WORLD.json_file}: {{file: {case}.json}}\n")
+    return manifest
+
+
+def test_a_file_case_whose_answer_was_lost_is_found_by_its_stored_file_name(
+    target: Target, tmp_path: Path
+) -> None:
+    """The platform stores a File value under its upload's name (``<case>.gcb-<hash>``):
+    a File case whose job POST answer was lost is adopted by that name, although another
+    study's job holds a file with the very same content on the same socket."""
+    run = new_run_id()
+    content = json.dumps({"run": run, "note": "the same bytes in both studies"})
+    other = _file_study(tmp_path / "other", f"other-{run}", content)
+    first = run_cli(target, ["apply", str(other)], tmp_path)
+    assert first.returncode == 0, first.stderr[-3000:]
+    ours = _file_study(tmp_path / "ours", f"ours-{run}", content)
+    wait = "60" if not target.is_live else "900"  # a file attaches when it is validated
+    with target.proxy(tmp_path / "proxy") as proxy:
+        proxy.drop_answers("POST", "/api/v1/algorithms/jobs/", times=1)
+        result = run_cli(target, ["apply", str(ours), "--json", "--reconcile-wait", wait,
+                                  *answer_window(target)], tmp_path, proxy=proxy)
+        lost = [e for e in proxy.dropped() if e.status == 201]
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert len(lost) == 1, lost  # our one job POST: made, its answer lost
+    made = json.loads(lost[0].body)["pk"]
+    lock = load(ours.with_suffix(".lock"))
+    assert lock is not None and not lock.in_doubt
+    entry = lock.cases[f"ours-{run}"]
+    assert entry.job is not None and entry.job.pk == made  # adopted, not sent again
+    (job,) = target.jobs_settled(WORLD.algorithm, {made})
+    (stored,) = [i["file"] for i in job["inputs"] if i.get("file")]
+    assert stored.rsplit("/", 1)[-1].startswith(f"ours-{run}.gcb-"), stored
 
 
 def test_server_faults_300_cases_300_jobs_and_no_token_anywhere(
