@@ -195,8 +195,9 @@ class JobRunner:
                 # Stored as uploaded, no conversion; a series keeps its first file.
                 image_pk = str(uuid.uuid4())
                 file_pk = str(uuid.uuid4())
-                meta = lc.parse_image(datas[0], ups[0].filename)
-                assert meta is not None
+                parsed = lc.parse_image(datas[0], ups[0].filename)
+                assert parsed is not None
+                meta = lc.as_imported(parsed)
                 ext = ".tif" if meta.image_type == "TIFF" else ".mha"
                 file_name = f"{image_pk}{ext}"
                 rel = f"images/{image_pk}/{file_name}"

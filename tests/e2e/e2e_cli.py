@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
 from e2e_proxy import FaultProxy
 from e2e_target import WORLD, Target
 
@@ -172,3 +173,21 @@ def assert_one_job_per_case(target: Target, study: Study, before: set[str]) -> N
 def mutating(entries: Sequence[Any]) -> list[Any]:
     """Proxy entries that could have changed something on the server."""
     return [e for e in entries if e.method in MUTATING]
+
+
+def upload_bytes(target: Target, api: httpx.Client, name: str, data: bytes) -> str:
+    """``data`` uploaded as ``name`` in one part through the public API (uploads,
+    presigned PUT, complete); the upload's API URL."""
+    up = api.post("uploads/", json={"filename": name})
+    assert up.status_code == 201, up.text
+    pk, key = up.json()["pk"], up.json()["s3_upload_id"]
+    urls = api.patch(f"uploads/{pk}/{key}/generate-presigned-urls/",
+                     json={"part_numbers": [1]})
+    assert urls.status_code == 200, urls.text
+    with httpx.Client(verify=target.verify, trust_env=False, timeout=60) as storage:
+        put = storage.put(urls.json()["presigned_urls"]["1"], content=data)
+    assert put.status_code == 200, put.text
+    done = api.patch(f"uploads/{pk}/{key}/complete-multipart-upload/",
+                     json={"parts": [{"ETag": put.headers["etag"], "PartNumber": 1}]})
+    assert done.status_code == 200, done.text
+    return str(up.json()["api_url"])

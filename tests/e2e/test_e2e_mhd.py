@@ -8,9 +8,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import httpx
 import pytest
-from e2e_cli import run_cli
+from e2e_cli import run_cli, upload_bytes
 from e2e_target import WORLD, Target, new_run_id
 
 pytestmark = pytest.mark.slow
@@ -52,8 +51,10 @@ def test_a_pair_whose_data_file_was_renamed_ends_cancelled(target: Target, tmp_p
     _mhd_pair(tmp_path, run)
     algorithm = target.algorithm(WORLD.algorithm)
     with target.api() as api:
-        uploads = [_upload(target, api, f"pair-{run}.mhd", tmp_path / "vol" / "vol.mhd"),
-                   _upload(target, api, f"renamed-{run}.raw", tmp_path / "vol" / "vol.raw")]
+        uploads = [upload_bytes(target, api, f"pair-{run}.mhd",
+                                (tmp_path / "vol" / "vol.mhd").read_bytes()),
+                   upload_bytes(target, api, f"renamed-{run}.raw",
+                                (tmp_path / "vol" / "vol.raw").read_bytes())]
         made = api.post("algorithms/jobs/", json={
             "algorithm": algorithm["api_url"],
             "inputs": [{"interface": WORLD.image, "user_uploads": uploads}]})
@@ -69,19 +70,3 @@ def test_a_pair_whose_data_file_was_renamed_ends_cancelled(target: Target, tmp_p
     target.wait_until("the job to end", ended)
     assert status == "Cancelled"
 
-
-def _upload(target: Target, api: httpx.Client, name: str, path: Path) -> str:
-    """One file uploaded as ``name`` in one part (uploads API + presigned PUT)."""
-    up = api.post("uploads/", json={"filename": name})
-    assert up.status_code == 201, up.text
-    pk, key = up.json()["pk"], up.json()["s3_upload_id"]
-    urls = api.patch(f"uploads/{pk}/{key}/generate-presigned-urls/",
-                     json={"part_numbers": [1]})
-    assert urls.status_code == 200, urls.text
-    with httpx.Client(verify=target.verify, trust_env=False, timeout=60) as storage:
-        put = storage.put(urls.json()["presigned_urls"]["1"], content=path.read_bytes())
-    assert put.status_code == 200, put.text
-    done = api.patch(f"uploads/{pk}/{key}/complete-multipart-upload/",
-                     json={"parts": [{"ETag": put.headers["etag"], "PartNumber": 1}]})
-    assert done.status_code == 200, done.text
-    return str(up.json()["api_url"])

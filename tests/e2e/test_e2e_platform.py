@@ -4,6 +4,9 @@ either server: the same test passes against the sandbox in CI and against the pl
 - a filter given something that is no uuid answers the UUIDField's own message;
 - an algorithm's ``average_duration`` is filled once its jobs succeed (plan's estimate);
 - job pks are random: the 8-character ids ``plan`` shows differ from case to case;
+- the upload actions' own messages for a missing or null list (their serializers
+  validate partially: a missing list is the serializer's ``validate()``'s message);
+- an uploaded MetaImage without ``ElementSpacing`` has 1 mm voxels (ITK's default);
 - ``--sandbox`` runs a manifest for an algorithm the built-in world lacks, after
   ``gcbatch sandbox seed``; the same manifest then runs on the server as it is.
 """
@@ -18,8 +21,10 @@ import uuid
 from pathlib import Path
 
 import pytest
-from e2e_cli import run_cli, summary, value_study, write_scan
+from e2e_cli import run_cli, summary, upload_bytes, value_study, write_scan
 from e2e_target import WORLD, Target, new_run_id
+
+from gcbatch.sandbox.lifecycle import make_mha
 
 pytestmark = pytest.mark.slow
 
@@ -156,3 +161,58 @@ cases:
     waited = run_cli(target, ["wait", str(manifest), "--timeout", "20m", "--poll-interval", "2s"],
                      tmp_path)
     assert waited.returncode == 0, waited.stdout + waited.stderr[-3000:]
+
+
+def test_upload_actions_without_their_list_answer_as_the_platform(
+    target: Target, tmp_path: Path
+) -> None:
+    with target.api() as api:
+        up = api.post("uploads/", json={"filename": f"u{new_run_id()}.mha"}).json()
+        base = f"uploads/{up['pk']}/{up['s3_upload_id']}/"
+        presign, complete = base + "generate-presigned-urls/", base + "complete-multipart-upload/"
+        answers = {
+            "presign, no list": api.patch(presign, json={"parts": [1]}),
+            "presign, null": api.patch(presign, json={"part_numbers": None}),
+            "presign, a string": api.patch(presign, json={"part_numbers": "1"}),
+            "complete, no list": api.patch(complete, json={}),
+            "complete, null": api.patch(complete, json={"parts": None}),
+        }
+    expected = {
+        "presign, no list": {"non_field_errors": ["The `part_numbers` field is required"]},
+        "presign, null": {"part_numbers": ["This field may not be null."]},
+        "presign, a string": {"part_numbers": ['Expected a list of items but got type "str".']},
+        "complete, no list": {"non_field_errors": ["The `parts` field is required"]},
+        "complete, null": {"parts": ["This field may not be null."]},
+    }
+    for what, body in expected.items():
+        assert (answers[what].status_code, answers[what].json()) == (400, body), what
+
+
+def test_an_uploaded_image_without_spacing_has_1_mm_voxels(target: Target, tmp_path: Path) -> None:
+    run = new_run_id()
+    scans = {f"flat-{run}.mha": make_mha(4, 4, bytes(16)),
+             f"cube-{run}.mha": make_mha(4, 4, bytes(32), depth=2),
+             f"spaced-{run}.mha": make_mha(4, 4, bytes(32), depth=2, spacing=(0.5, 0.75, 2.5))}
+    algorithm = target.algorithm(WORLD.algorithm)
+    with target.api() as api:
+        for name, data in scans.items():
+            made = api.post("algorithms/jobs/", json={
+                "algorithm": algorithm["api_url"],
+                "inputs": [{"interface": WORLD.image,
+                            "user_uploads": [upload_bytes(target, api, name, data)]}]})
+            assert made.status_code == 201, made.text
+        images: dict[str, dict[str, object]] = {}
+
+        def imported() -> bool:
+            for name in scans:
+                found = api.get("cases/images/", params={"name": name}).json()["results"]
+                if found:
+                    images[name] = found[0]
+            return len(images) == len(scans)
+
+        target.wait_until("the images to be imported", imported)
+    voxels = {name.split("-")[0]: tuple(img[f"voxel_{axis}_mm"]
+                                        for axis in ("width", "height", "depth"))
+              for name, img in images.items()}
+    assert voxels == {"flat": (1.0, 1.0, None), "cube": (1.0, 1.0, 1.0),
+                      "spaced": (0.5, 0.75, 2.5)}
