@@ -3,7 +3,7 @@
 By default every test gets a fresh sandbox in a child process (``gcbatch sandbox serve``)
 holding the world of ``oracle-world.yaml``: the world ``shared/gc-oracle/seed.py`` makes
 on the real Grand Challenge application. With ``GCBATCH_E2E_SERVER`` set, the tests run
-against that server instead (see ``tests/e2e/README.md``)::
+against that server instead (README: "Testing against the real Grand Challenge")::
 
     GCBATCH_E2E_SERVER        the API URL, e.g. https://localhost:8000/api/v1/
     GCBATCH_E2E_TOKEN         the token of the user who runs the algorithms ("oracle")
