@@ -22,14 +22,22 @@ import errno
 import os
 import stat
 import tempfile
+import time
 from pathlib import Path
 
 from gcbatch.errors import StateFileError
 
-__all__ = ["atomic_write_bytes", "fsync_dir", "open_state", "read_state", "refuse_link"]
+__all__ = ["atomic_write_bytes", "fsync_dir", "open_state", "read_state", "refuse_link",
+           "replace"]
 
 _NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 _NONBLOCK = getattr(os, "O_NONBLOCK", 0)
+#: Windows refuses to replace a file that another process has open (a `plan` reading the
+#: lockfile, a virus scanner); such a refusal passes within moments, so it is retried there
+REPLACE_RETRIES: tuple[float, ...] = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0) if os.name == "nt" else ()
+#: Windows only: a file opened without it translates line ends (tempfile adds it too)
+_O_BINARY: int = getattr(os, "O_BINARY", 0)
+
 
 
 def _link_error(path: Path, what: str) -> StateFileError:
@@ -76,6 +84,8 @@ def open_state(path: Path, flags: int, what: str, mode: int = 0o644, *,
     """``os.open`` for a state file: never through a symbolic link, only a regular file,
     with no other name when it is opened for writing or ``in_place`` (a file gcbatch
     changes in place, even if this open only reads it). ``what`` names it in messages."""
+    if not _NOFOLLOW:  # (Windows) no O_NOFOLLOW: a link is looked for by its name instead
+        refuse_link(path, what)
     try:
         fd = os.open(path, flags | _NOFOLLOW | _NONBLOCK, mode)
     except OSError as exc:
@@ -85,6 +95,16 @@ def open_state(path: Path, flags: int, what: str, mode: int = 0o644, *,
             raise StateFileError(f"{path}: the {what} is a folder, not a file. Remove it "
                                  "or move it away") from None
         raise
+    if not _NOFOLLOW:
+        # and again after the open: a link planted between the look and the open is caught
+        # (what was opened is not what the name now is)
+        try:
+            same = os.path.samestat(os.fstat(fd), os.lstat(path))
+        except OSError:
+            same = False
+        if not same:
+            os.close(fd)
+            raise _link_error(path, what)
     if _NONBLOCK:
         os.set_blocking(fd, True)
     return _checked(fd, path, what,
@@ -102,8 +122,21 @@ def read_state(path: Path, what: str, *, in_place: bool = False) -> bytes | None
         return fh.read()
 
 
+def replace(part: Path | str, target: Path | str) -> None:
+    """``os.replace``, retried a few times on Windows' PermissionError (see above)."""
+    for delay in REPLACE_RETRIES:
+        try:
+            os.replace(part, target)
+            return
+        except PermissionError:
+            time.sleep(delay)
+    os.replace(part, target)
+
+
 def fsync_dir(directory: Path) -> None:
     """fsync a folder (what makes a rename in it durable); skipped where not possible."""
+    if os.name == "nt":  # Windows cannot open a folder as a file: nothing to fsync there
+        return
     with contextlib.suppress(OSError):  # not every filesystem lets us open a directory
         fd = os.open(directory, os.O_RDONLY)
         try:
@@ -128,17 +161,19 @@ def atomic_write_bytes(target: Path, data: bytes, *, part: Path | None = None,
         fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp",
                                     dir=target.parent)
         part = Path(name)
-    else:
+    else:  # never through a link planted at the part's name; O_BINARY: Windows would
+        # write \n as \r\n
         with contextlib.suppress(FileNotFoundError):
             os.unlink(part)
-        fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW, 0o666)
+        fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW | _O_BINARY,
+                     0o666)
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()
             if durable:
                 os.fsync(fh.fileno())
-        os.replace(part, target)
+        replace(part, target)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(part)

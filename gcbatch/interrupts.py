@@ -17,7 +17,13 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from types import FrameType
 
-__all__ = ["uninterrupted"]
+__all__ = ["STOP_SIGNALS", "uninterrupted"]
+
+#: The signals that ask gcbatch to stop, as far as the platform has them: Ctrl-C
+#: everywhere, SIGTERM (POSIX's ``kill``; Windows knows the name), Ctrl-Break on Windows.
+STOP_SIGNALS: tuple[signal.Signals, ...] = tuple(
+    getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGBREAK") if hasattr(signal, name)
+)
 
 
 @contextmanager

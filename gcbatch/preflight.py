@@ -40,6 +40,7 @@ from gcbatch.errors import PreflightError
 from gcbatch.lockfile import CaseEntry
 from gcbatch.manifest.naming import json_type
 from gcbatch.sources import Case, Source
+from gcbatch.suggest import did_you_mean
 
 __all__ = [
     "Problem",
@@ -127,10 +128,13 @@ def _interface_problem(case: Case, algorithm: Algorithm) -> Problem | None:
         detail.append("missing " + ", ".join(missing))
     if extra:
         detail.append("not expected " + ", ".join(extra))
+    known = algorithm.input_sockets()
+    unknown = "".join(f"unknown socket `{slug}`{did_you_mean(slug, known)}; "
+                      for slug in sorted(slugs) if slug not in known)
     return Problem(
         case.id,
         "",
-        "inputs {" + ", ".join(sorted(slugs)) + "} match none of the algorithm's "
+        unknown + "inputs {" + ", ".join(sorted(slugs)) + "} match none of the algorithm's "
         f"interfaces ({'; '.join(detail)} for the closest one); "
         f"it accepts: {_describe_sets(algorithm)}",
     )

@@ -7,6 +7,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from gcbatch.errors import ConfigError
+from gcbatch.suggest import did_you_mean
 
 __all__ = ["Targeting"]
 
@@ -45,8 +46,9 @@ class Targeting:
         missing = [cid for cid in self.case_ids if cid not in known_set]
         if missing:
             listed = ", ".join(repr(m) for m in missing)
+            hints = "".join(did_you_mean(m, known_set, quote="'") for m in missing[:5])
             raise ConfigError(
-                f"--case {listed}: no such case in the manifest (check the id; "
+                f"--case {listed}: no such case in the manifest{hints} (check the id; "
                 "`gcbatch plan` lists every case)"
             )
 

@@ -16,7 +16,7 @@ How gcbatch uses it::
 
 Memory stays bounded whatever the file size: a part is never held in memory; its body is
 a generator reading ``chunk_size`` bytes at a time from the file at the part's offset
-(``os.pread`` on one shared descriptor), so memory is about ``max_workers * chunk_size``.
+(``os.pread`` on one shared descriptor; a guarded seek and read where there is no pread), so memory is about ``max_workers * chunk_size``.
 A retried PUT re-reads its part from disk.
 
 Resume trusts a part the server already holds only if its size matches and, when the
@@ -30,6 +30,7 @@ is an interruption (KeyboardInterrupt/SystemExit), which leaves it resumable.
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import hashlib
 import math
@@ -141,6 +142,10 @@ _PLAIN_MD5_ETAG = re.compile(r'^"?([0-9a-fA-F]{32})"?$')
 # byte sources
 
 
+#: os.pread is POSIX-only
+_HAS_PREAD = hasattr(os, "pread")
+
+
 class _Source:
     """Random-access bytes of a file (read with pread: parts are read in parallel), and
     the sha256 of exactly the bytes read for sending.
@@ -162,10 +167,19 @@ class _Source:
         self._hashed = 0  # the in-order hash covers [0, _hashed)
         self._held: dict[int, bytes] = {}
         self._held_bytes = 0
+        self._seek_lock = threading.Lock()
 
     @property
     def path(self) -> Path:
         return self._path
+
+    def _read_at(self, fd: int, n: int, offset: int) -> bytes:
+        if _HAS_PREAD:
+            return os.pread(fd, n, offset)
+        # Windows has no pread: the shared descriptor's position is guarded instead
+        with self._seek_lock:
+            os.lseek(fd, offset, os.SEEK_SET)
+            return os.read(fd, n)
 
     def current_size(self) -> int:
         if self._fd is None:
@@ -181,7 +195,7 @@ class _Source:
         assert self._fd is not None
         out = b""
         while len(out) < length:
-            chunk = os.pread(self._fd, length - len(out), offset + len(out))
+            chunk = self._read_at(self._fd, length - len(out), offset + len(out))
             if not chunk:
                 raise SourceChangedError(f"{self._path} became shorter while it was being uploaded")
             out += chunk
@@ -214,15 +228,24 @@ class _Source:
             self._sha.update(held)
             self._hashed += len(held)
 
-    def sha256(self, chunk_size: int) -> str:
+    def sha256(self, chunk_size: int, part_offsets: Sequence[int] = ()) -> str:
         """The sha256 of the whole file as read for sending (chunks the hash did not see
-        yet are read once more, and must not have changed)."""
+        yet are read once more, and must not have changed).
+
+        The chunks read again are the very chunks the parts were read in: a part's last
+        chunk is short when the part size is no multiple of the chunk size, so a read
+        across a part boundary (``part_offsets``) would start where a short chunk did and
+        be compared with it as if the file had changed."""
         while True:
             with self._lock:
                 position = self._hashed
             if position >= self.size:
                 break
-            self.read(position, min(chunk_size, self.size - position))
+            end = min(position + chunk_size, self.size)
+            following = bisect.bisect_right(part_offsets, position)
+            if following < len(part_offsets):
+                end = min(end, part_offsets[following])
+            self.read(position, end - position)
         return self._sha.hexdigest()
 
     def chunks(
@@ -423,7 +446,7 @@ class Uploader:
             self._run_parallel(put, todo, etags)
             if source.current_size() != source.size:
                 raise SourceChangedError("the file changed size while it was being uploaded")
-            sha256 = source.sha256(self.chunk_size)
+            sha256 = source.sha256(self.chunk_size, [s.offset for s in specs])
             if expect_sha256 is not None and sha256 != expect_sha256:
                 raise SourceChangedError(
                     f"{source.path}: the file changed since it was fingerprinted (the bytes "

@@ -15,8 +15,10 @@ click commands.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import importlib
+import io
 import os
 import sys
 import traceback
@@ -31,9 +33,12 @@ from gcbatch.errors import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_INVALID, Gcbatch
 # is used (or help lists them), so `gcbatch sandbox serve` does not pay for jsonschema and
 # `gcbatch validate` does not pay for httpx: start-up time is felt on every call.
 _COMMAND_MODULES: dict[str, str] = {
+    "init": "gcbatch.cli.authoring",
+    "schema": "gcbatch.cli.authoring",
     "validate": "gcbatch.cli.validate",
     "plan": "gcbatch.cli.plan",
     "apply": "gcbatch.cli.apply",
+    "adopt": "gcbatch.cli.adopt",
     "status": "gcbatch.cli.results",
     "wait": "gcbatch.cli.results",
     "download": "gcbatch.cli.results",
@@ -69,6 +74,7 @@ def cli() -> None:
 
     \b
     A typical day:
+      gcbatch init --algorithm SLUG      a starting study.yaml from the algorithm's sockets
       gcbatch validate study.yaml        check the manifest offline, every problem at once
       gcbatch plan study.yaml            what apply would do, case by case
       gcbatch apply study.yaml           upload and submit; safe to re-run at any time
@@ -117,6 +123,17 @@ def _scrubbed(text: str) -> str:
     return text
 
 
+def _escape_what_the_output_cannot_encode() -> None:
+    """Output that the stream's encoding cannot hold (Windows writes cp1252 to a file or
+    pipe; gcbatch's text has arrows and dashes) comes out as ``\\u2192``, not as a
+    traceback after the work is done."""
+    for stream in (sys.stdout, sys.stderr):
+        encoding = (getattr(stream, "encoding", None) or "").lower().replace("-", "")
+        if isinstance(stream, io.TextIOWrapper) and encoding not in ("utf8", "utf8sig"):
+            with contextlib.suppress(ValueError, OSError):
+                stream.reconfigure(errors="backslashreplace")
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: the single error boundary of the CLI.
 
@@ -124,6 +141,7 @@ def main(argv: list[str] | None = None) -> None:
     the environment (exit 1, one sentence naming the file); anything else is a bug: one
     line, exit 1, never a traceback (unless GCBATCH_DEBUG=1) and never the token.
     """
+    _escape_what_the_output_cannot_encode()
     try:
         code = cli.main(args=argv, prog_name="gcbatch", standalone_mode=False)
     except GcbatchError as exc:

@@ -36,6 +36,7 @@ from gcbatch.engine.options import (
     ApplyOptions,
 )
 from gcbatch.errors import EXIT_INTERRUPTED, ConfigError
+from gcbatch.interrupts import STOP_SIGNALS
 from gcbatch.operations.apply import apply as apply_study
 from gcbatch.operations.session import connect
 from gcbatch.operations.study import open_study
@@ -45,7 +46,8 @@ __all__ = ["COMMANDS", "apply"]
 
 
 class _Interrupts:
-    """SIGINT/SIGTERM while apply runs: first → graceful stop; second → exit at once."""
+    """Ctrl-C (or SIGTERM, Ctrl-Break) while apply runs: first → graceful stop; second →
+    exit at once."""
 
     def __init__(self) -> None:
         self.executor: Executor | None = None
@@ -54,7 +56,7 @@ class _Interrupts:
         self._previous: dict[int, Any] = {}
 
     def install(self) -> None:
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        for sig in STOP_SIGNALS:
             # ValueError: not the main thread (a test calling the command in a thread)
             with contextlib.suppress(ValueError):
                 self._previous[sig] = signal.signal(sig, self._handle)

@@ -140,9 +140,35 @@ def target_options(func: F) -> F:
         "case_ids",
         metavar="ID",
         multiple=True,
+        shell_complete=complete_case_ids,
         help="Only this case; repeatable.",
     )(decorated)
     return decorated  # type: ignore[no-any-return]
+
+
+def complete_case_ids(ctx: click.Context, param: click.Parameter,
+                      incomplete: str) -> list[str]:
+    """Shell completion of ``--case``: the manifest's case ids (expanded offline, as
+    ``validate`` does: globs run, nothing hashed; archive items need the server and are
+    left out). Whatever goes wrong completes nothing."""
+    manifest = ctx.params.get("manifest")
+    if manifest is None:
+        # "--case" waiting for its value stops click's parse before the positional
+        # argument is processed; it is then among the arguments left unparsed
+        manifest = next((a for a in ctx.args if a.endswith((".yaml", ".yml"))), None)
+        if manifest is None:
+            return []
+    try:
+        from gcbatch.manifest import parse_manifest
+        from gcbatch.sources import expand
+
+        parsed, _ = parse_manifest(manifest)
+        if parsed is None:
+            return []
+        ids = [case.id for case in expand(parsed, hasher=None, collect=True).cases]
+    except Exception:  # completion must never print a traceback into a shell
+        return []
+    return [cid for cid in ids if cid.startswith(incomplete)]
 
 
 def common_options(func: F) -> F:

@@ -176,18 +176,24 @@ def plan_tasks(jobs: Mapping[str, Job]) -> list[Task]:
         reserved = reserved_id_problem(case_id)
         if reserved is not None:  # (a lockfile edited by hand: the manifest refuses it)
             raise UnsafePathError(f"refusing to write case {case_id!r}: {reserved}")
-        used: dict[PurePosixPath, str] = {}
+        # keyed case-folded: on a case-insensitive file system (macOS, Windows) paths
+        # that differ only in letter case are one file, and the second would overwrite it
+        used: dict[str, tuple[str, PurePosixPath]] = {}
         for output in sorted(job.outputs, key=lambda o: o.socket_slug):
             kind = output_kind(output)
             if kind is None:
                 continue
             rel = case_dir / safe_relative(_relative_path(output, kind), what="relative path")
-            if rel in used:
+            key = str(rel).casefold()
+            if key in used:
+                slug, first = used[key]
+                where = str(rel) if first == rel else f"{first} and {rel}, one file where " \
+                    "letter case does not count (macOS, Windows)"
                 raise UnsafePathError(
-                    f"case {case_id}: outputs {used[rel]!r} and {output.socket_slug!r} "
-                    f"would both be written to {rel}"
+                    f"case {case_id}: outputs {slug!r} and {output.socket_slug!r} "
+                    f"would both be written to {where}"
                 )
-            used[rel] = output.socket_slug
+            used[key] = (output.socket_slug, rel)
             if kind == "value":
                 tasks.append(ValueTask(case_id, rel, value_bytes(output.value)))
             elif kind == "file":

@@ -39,6 +39,7 @@ from gcbatch.engine.reconcile import (
     Reconciler,
     Verdict,
     Wait,
+    choose_hint,
     decide,
     describe_jobs,
 )
@@ -203,8 +204,7 @@ class Parking:
         if isinstance(verdict, Ambiguous):
             self._drop(parked)
             self._leave_in_doubt(parked, f"{verdict.reason}: {describe_jobs(verdict.jobs)}; "
-                                 "choose one with `gcbatch adopt`, or resend with "
-                                 "--resubmit-in-doubt")
+                                 f"{choose_hint(parked.case.id)}")
             return
         closed = now >= window_end
         if closed and isinstance(verdict, NoJob):

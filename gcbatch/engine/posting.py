@@ -14,7 +14,8 @@ intent at stage ``post`` (fsynced), send the POST once, and record what the answ
   consumed it: the case is looked up, never counted as refused;
 - no definite answer (timeout, reset, 5xx, an unreadable 201) → *in doubt*: the case is
   parked (:mod:`gcbatch.engine.parking`) until a job carrying its handles appears
-  (adopted) or the answer window closes (sent again, with the same uploads).
+  (adopted) or the answer window closes (sent again, with the same uploads; if they are
+  gone by then, a job consumed them: looked up again, never sent with fresh ones).
 
 Resends are bounded: at most ``max_posts_per_case`` unanswered POSTs per case and
 ``max_resends`` resends per run; past either the case stays in doubt (exit 1).
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import calendar
 import time
+from dataclasses import replace
 
 from gcbatch.api.uploads import SourceChangedError
 from gcbatch.engine.context import CaseParked, RunContext
@@ -36,6 +38,7 @@ from gcbatch.engine.reconcile import (
     NoJob,
     Reconciler,
     Wait,
+    choose_hint,
     describe_jobs,
     find_existing,
 )
@@ -241,16 +244,23 @@ class Posting:
                         f"an answer (at most {run.options.max_posts_per_case} per case and "
                         "run); the next apply looks for its job again")
             return
+        sent = parked.sent
+        # inputs changed since: a fresh attempt under new names, so no two of our jobs can
+        # ever carry the same handle
+        fresh = parked.earlier and parked.fingerprint != case.fingerprint
+        if not fresh and not parked.consumed and self._uploads_gone(sent):
+            # gone since the last look (uploads live a day; this POST is minutes old): a
+            # job took them, as "Invalid hyperlink" on a resend says. Look for it again;
+            # fresh uploads would make a second job
+            self._park(replace(parked, consumed=True, posted_at=run.clock(), looks=0,
+                               why=f"{parked.why}; its upload is gone since (a job "
+                                   "consumed it)"))
         if not run.take_resend():
             run.outcome(case.id, Outcome.IN_DOUBT,
                         f"{parked.why}; not sent again: this run already resent "
                         f"{run.options.max_resends} job POSTs; the next apply looks again")
             return
-        sent = parked.sent
-        if (parked.earlier and parked.fingerprint != case.fingerprint) \
-                or self._uploads_gone(sent):
-            # inputs changed since, or uploads gone: a fresh attempt under new names, so
-            # no two of our jobs can ever carry the same handle
+        if fresh:
             sent = build_sent(run, case)
         run.emit(Resending(case.id, f"no job after the answer window ({parked.why})"))
         self.submit(case, sent, retrying=parked.retrying, posts=parked.posts)
@@ -312,8 +322,7 @@ class Posting:
             return build_sent(run, case)
         jobs = verdict.jobs if isinstance(verdict, (Ambiguous, Wait)) else ()
         run.outcome(case.id, Outcome.IN_DOUBT,
-                    f"{verdict.reason}: {describe_jobs(jobs)}; choose one with `gcbatch "
-                    "adopt`, or run apply with --resubmit-in-doubt to send it again")
+                    f"{verdict.reason}: {describe_jobs(jobs)}; {choose_hint(case.id)}")
         return None
 
     # -- the server's duplicate check ---------------------------------------------------------------

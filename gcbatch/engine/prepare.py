@@ -18,7 +18,7 @@ from pathlib import Path
 from gcbatch.engine.context import RunContext
 from gcbatch.engine.sent import Sent, SentFile, SentInput, Stage
 from gcbatch.errors import InputError
-from gcbatch.sources import Case, Source, split_name
+from gcbatch.sources import Case, Source, mhd_data_file, split_name
 
 __all__ = ["build_sent", "mhd_data_file", "part_size_for", "upload_name"]
 
@@ -98,27 +98,6 @@ def _sent_input(run: RunContext, case: Case, source: Source, super_kind: str,
                              files=(SentFile(name=name, path=str(path), size=_size(path)),))
         return SentInput(source.socket, "value", value=value.value)
     raise InputError(f"unknown source kind {kind!r}")
-
-
-_MHD_DATA_FILE = re.compile(rb"^\s*ElementDataFile\s*=\s*(.*?)\s*$")
-
-
-def mhd_data_file(path: Path) -> str | None:
-    """The data file a ``.mhd`` header names (``ElementDataFile = vol.raw``); None for
-    any other file, ``LOCAL``/``LIST`` data, or a header that cannot be read."""
-    if path.suffix.lower() != ".mhd":
-        return None
-    try:
-        with path.open("rb") as handle:
-            head = handle.read(8192)
-    except OSError:
-        return None
-    for line in head.splitlines():
-        match = _MHD_DATA_FILE.match(line)
-        if match:
-            name = match.group(1).decode("utf-8", "replace")
-            return None if name in ("LOCAL", "LIST") or "/" in name else name
-    return None
 
 
 def _download_item_file(run: RunContext, case: Case, url: str) -> Path:

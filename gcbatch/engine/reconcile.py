@@ -60,6 +60,7 @@ __all__ = [
     "Reconciler",
     "Verdict",
     "Wait",
+    "choose_hint",
     "classify",
     "decide",
     "describe_jobs",
@@ -354,3 +355,8 @@ def describe_jobs(jobs: Sequence[Job]) -> str:
     return ", ".join(f"{j.pk} ({j.status})" for j in jobs)
 
 
+def choose_hint(case_id: str) -> str:
+    """What the user does with an ambiguous case (the end of its in-doubt message)."""
+    return (f"`gcbatch plan MANIFEST --case {case_id}` says whose each job is; record one "
+            f"with `gcbatch adopt MANIFEST {case_id} JOB`, or send it again with "
+            "apply --resubmit-in-doubt")

@@ -30,8 +30,9 @@ sandbox ``study.sandbox.lock``):
     lockfile per event would not be. :func:`replay` folds events into a :class:`Lockfile`;
     a :meth:`LockfileStore.checkpoint` saves the folded lockfile and truncates the journal.
 ``study.lock.lck``
-    Held with ``fcntl.flock`` for the whole run; it holds ``{"pid", "host",
-    "started_at"}`` so a second gcbatch can say who is in the way.
+    Held with an OS lock for the whole run (the ``filelock`` package: ``flock`` on POSIX,
+    ``msvcrt.locking`` on Windows); ``study.lock.lck.holder`` beside it holds ``{"pid",
+    "host", "started_at"}`` so a second gcbatch can say who is in the way.
 
 Journal events (every one carries ``"event"``, ``"case"`` (except ``begin``) and ``"at"``;
 the vocabulary is :class:`~gcbatch.lockfile.journal.EventKind`):

@@ -109,7 +109,9 @@ def _parse_text(text: str, display: str, absolute: Path, *, fast: bool
         if "foreach" in raw:
             kind: ForeachKind = "glob" if "glob" in raw["foreach"] else "archive"
             fline, fcol = doc.where((*p, "foreach", kind))
-            foreach = Foreach(kind, raw["foreach"][kind], fline, fcol)
+            pattern = raw["foreach"][kind]
+            foreach = Foreach(kind, _slashes(pattern) if kind == "glob" else pattern,
+                              fline, fcol)
         line, col = doc.where(p)
         id_line, id_col = doc.where((*p, "id"))
         cases.append(CaseSpec(i, raw["id"], _inputs(raw.get("inputs"), (*p, "inputs"), doc),
@@ -167,9 +169,18 @@ def _source(socket: str, spec: Any, path: JsonPath, doc: Located) -> SourceSpec:
         return SourceSpec(socket, kind, value=spec[kind], line=aline, col=acol, where=where)
     arg = spec[kind]
     args = tuple(arg) if isinstance(arg, list) else (arg,)
+    if kind in ("json", "file", "files"):
+        args = tuple(_slashes(a) for a in args)
     item_socket = spec.get("socket", socket) if kind == "archive_item" else None
     return SourceSpec(socket, kind, args=args, item_socket=item_socket, line=aline, col=acol,
                       where=where)
+
+
+def _slashes(path: str) -> str:
+    """A manifest path with ``\\`` read as ``/``: a manifest written on Windows
+    (``scans\\p001.mha``) means the same on every system. (No glob syntax uses a
+    backslash, so nothing else is lost.)"""
+    return path.replace("\\", "/") if "\\" in path else path
 
 
 def _inputs(data: Any, path: JsonPath, doc: Located) -> tuple[SourceSpec, ...]:

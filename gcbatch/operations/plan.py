@@ -16,8 +16,10 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from gcbatch import lockfile as lockmod
-from gcbatch.api.models import ArchiveItem
+from gcbatch.api.models import ArchiveItem, Job
 from gcbatch.engine.admission import DEFAULT_MAX_ACTIVE, Forecast, forecast
+from gcbatch.engine.ownership import Examination, examine
+from gcbatch.engine.sent import Sent, Stage
 from gcbatch.hashing import FileHasher, HashStats
 from gcbatch.operations.apply import explicit_item_pks
 from gcbatch.operations.session import Session
@@ -40,6 +42,10 @@ class PlanResult:
     server: str | None = None
     #: online only: what the batch will take under the active-jobs limit
     forecast: Forecast | None = None
+    #: online only: each in-doubt case looked at on the server (the jobs that may be its)
+    in_doubt: tuple[Examination, ...] = ()
+    #: the manifest (for the commands a view suggests)
+    manifest: Path | None = None
 
 
 def plan(
@@ -56,6 +62,7 @@ def plan(
     manifest = study.manifest
     # a corrupt or foreign lockfile stops us before the first request
     lockfile = lockmod.load(study.lockfile, server=study.server, algorithm=manifest.algorithm)
+    whole = lockfile  # before targeting: every case's jobs are claimed, targeted or not
     facts: ServerFacts | None = None
     archive_items: Mapping[str, Sequence[ArchiveItem]] | None = None
     items_by_pk: dict[str, ArchiveItem] = {}
@@ -92,6 +99,9 @@ def plan(
                        needs_server=expansion.needs_server, retry_failed=retry_failed,
                        settled=settled_ids)
     outlook = None
+    examined: tuple[Examination, ...] = ()
+    if algorithm is not None and session is not None and whole is not None:
+        examined = _examine_in_doubt(session, algorithm.pk, result, whole)
     if algorithm is not None:
         counts = result.count()
         jobs = sum(counts[k.value] for k in (ActionKind.SUBMIT, ActionKind.RETRY_FAILED,
@@ -99,4 +109,37 @@ def plan(
         outlook = forecast(jobs, max_active=DEFAULT_MAX_ACTIVE, already_active=active,
                            average_duration=algorithm.average_duration)
     return PlanResult(result, study.lockfile, hasher.stats,
-                      server=study.server if session is not None else None, forecast=outlook)
+                      server=study.server if session is not None else None, forecast=outlook,
+                      in_doubt=examined, manifest=study.path)
+
+
+def _examine_in_doubt(session: Session, algorithm_pk: str, result: Plan,
+                      lockfile: lockmod.Lockfile) -> tuple[Examination, ...]:
+    """Each in-doubt case's verdict and look-alike jobs (GETs only; the job list is read
+    once, and only when some case is in doubt)."""
+    jobs: tuple[Job, ...] | None = None
+    claimed_by: dict[str, str] = {}
+    names: dict[str, str] = {}  # image names read, shared by the cases
+    examined = []
+    for action in result.actions:
+        if action.kind != ActionKind.IN_DOUBT:
+            continue
+        entry = lockfile.cases.get(action.case_id)
+        if entry is None or entry.pending is None:
+            continue
+        try:
+            sent = Sent.from_json(entry.pending.payload)
+        except ValueError:
+            continue  # a record gcbatch cannot read: the action's reason says so
+        if sent.stage != Stage.POST:
+            continue
+        if jobs is None:
+            jobs = tuple(session.view.all_jobs(algorithm_pk))
+            for cid, other in lockfile.cases.items():
+                for job in (other.job, *other.history):
+                    if job is not None:
+                        claimed_by.setdefault(job.pk, cid)
+        examined.append(examine(session.view, algorithm_pk, sent, jobs,
+                                case_id=action.case_id, claimed_by=claimed_by,
+                                known_names=names))
+    return tuple(examined)

@@ -48,7 +48,7 @@ from gcbatch.events import Hook, ignore
 from gcbatch.files import refuse_link
 from gcbatch.operations.study import ConnectionOptions, Study
 
-__all__ = ["SANDBOX_DB", "SANDBOX_SEED", "SANDBOX_USER", "Session", "connect"]
+__all__ = ["SANDBOX_DB", "SANDBOX_SEED", "SANDBOX_USER", "Session", "connect", "open_session"]
 
 SANDBOX_DB = "sandbox.db"
 SANDBOX_USER = "demo"
@@ -57,6 +57,7 @@ SANDBOX_SEED = "sandbox-seed.yaml"
 #: beside the database: which world it was made with
 _SEED_MARK = "sandbox.seed"
 _DEFAULT_MARK = "built-in default"
+
 
 
 @dataclass
@@ -83,23 +84,26 @@ class Session:
         self.close()
 
 
-def _open_sandbox(study: Study) -> tuple[Any, httpx.BaseTransport, Token]:
-    """The embedded sandbox: (app, in-process transport, the seed user's token)."""
+def _open_sandbox(state_dir: Path, study: Study | None
+                  ) -> tuple[Any, httpx.BaseTransport, Token]:
+    """The embedded sandbox with its state in ``state_dir``: (app, in-process transport,
+    the seed user's token). Its world is ``sandbox-seed.yaml`` beside ``state_dir`` (beside
+    the manifest), else the built-in one; ``study``: the manifest whose algorithm that
+    world must hold (None for ``init``/``schema``, which ask for an algorithm themselves)."""
     try:
         from gcbatch.sandbox import SandboxApp
         from gcbatch.sandbox.seed import SeedError, load_seed
         from gcbatch.sandbox.transport import SandboxTransport
     except ImportError as exc:  # a partial installation
         raise ConfigError(f"the embedded sandbox is not available: {exc}") from None
-    state_dir = study.state_dir
-    seed_path = study.path.parent / SANDBOX_SEED
+    seed_path = state_dir.parent / SANDBOX_SEED
     seed_file = seed_path if seed_path.is_file() else None
     try:
         seed = load_seed(seed_file)
     except SeedError as exc:
         raise ConfigError(f"--sandbox: {exc}") from None
     where = str(seed_file) if seed_file else "the built-in default world"
-    if seed.algorithm_by_slug(study.algorithm) is None:
+    if study is not None and seed.algorithm_by_slug(study.algorithm) is None:
         raise ConfigError(
             f"--sandbox: {where} has no algorithm {study.algorithm!r}. Derive a world "
             f"from the manifest's sockets with `gcbatch sandbox seed {study.manifest.display}` "
@@ -110,17 +114,21 @@ def _open_sandbox(study: Study) -> tuple[Any, httpx.BaseTransport, Token]:
     if not users:  # said before anything is made
         raise ConfigError(f"--sandbox: {where} has no users (the sandbox needs one)")
     user = SANDBOX_USER if SANDBOX_USER in users else users[0]
-    refuse_link(state_dir, "folder of gcbatch's local state")
-    state_dir.mkdir(parents=True, exist_ok=True)
-    # the sandbox's database is scratch state, never something to commit; created only if
-    # absent, never through a link planted at its name
-    with contextlib.suppress(FileExistsError):
-        fd = os.open(state_dir / ".gitignore",
-                     os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o644)
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write("*\n")
+    try:
+        refuse_link(state_dir, "folder of gcbatch's local state")
+        state_dir.mkdir(parents=True, exist_ok=True)
+        # the sandbox's database is scratch state, never something to commit; created only if
+        # absent, never through a link planted at its name
+        with contextlib.suppress(FileExistsError):
+            fd = os.open(state_dir / ".gitignore",
+                         os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o644)
+            with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                fh.write("*\n")
+    except OSError as exc:
+        raise ConfigError(f"the sandbox's state folder {state_dir} cannot be made: "
+                          f"{exc.strerror or exc}") from None
     db = state_dir / SANDBOX_DB
-    _check_world(state_dir, db, seed_file, study)
+    _check_world(state_dir, db, seed_file, study.lockfile if study is not None else None)
     try:
         app = SandboxApp(db, seed=seed)
     except Exception as exc:  # e.g. a database written by another gcbatch version
@@ -131,7 +139,8 @@ def _open_sandbox(study: Study) -> tuple[Any, httpx.BaseTransport, Token]:
     return app, SandboxTransport(app), Token(app.token(user))
 
 
-def _check_world(state_dir: Path, db: Path, seed_file: Path | None, study: Study) -> None:
+def _check_world(state_dir: Path, db: Path, seed_file: Path | None,
+                 lockfile: Path | None) -> None:
     """Refuse a database made with another world; record the world of a new one."""
     mark = state_dir / _SEED_MARK
     world = (
@@ -146,10 +155,11 @@ def _check_world(state_dir: Path, db: Path, seed_file: Path | None, study: Study
     made_with = mark.read_text(encoding="utf-8").strip() if mark.exists() else _DEFAULT_MARK
     if made_with != world:
         now = str(seed_file) if seed_file else "the built-in default world"
+        stale = [str(db), str(mark)] + ([str(lockfile)] if lockfile is not None else [])
         raise ConfigError(
             f"--sandbox: the sandbox's state in {state_dir} was made with another world "
             f"than {now} (its jobs would not fit); to start afresh in this one, delete "
-            f"{state_dir / SANDBOX_DB}, {mark} and {study.lockfile}"
+            + ", ".join(stale[:-1]) + " and " + stale[-1]
         )
 
 
@@ -166,20 +176,38 @@ def connect(
     ``token_required=False`` lets read-only commands run anonymously (the API answers
     lists with what an anonymous user may see).
     """
-    if study.sandbox:
-        app, transport, token = _open_sandbox(study)
+    if not study.sandbox:
+        check_server_allowed(ServerChoice(study.server, study.server_source),
+                             manifest=study.manifest.display)
+    return open_session(study.server, connection,
+                        sandbox_dir=study.state_dir if study.sandbox else None,
+                        token_required=token_required, client_factory=client_factory,
+                        on_event=on_event, _study=study)
+
+
+def open_session(
+    server: str,
+    connection: ConnectionOptions,
+    *,
+    sandbox_dir: Path | None = None,
+    token_required: bool = True,
+    client_factory: Callable[..., GrandChallengeClient] = GrandChallengeClient,
+    on_event: Hook = ignore,
+    _study: Study | None = None,
+) -> Session:
+    """:func:`connect` without a study (``init``, ``schema``): ``server`` already resolved;
+    ``sandbox_dir`` set → the embedded sandbox with its state there."""
+    if sandbox_dir is not None:
+        app, transport, token = _open_sandbox(sandbox_dir, _study)
         try:
-            client = client_factory(study.server, token, transport=transport,
-                                    on_event=on_event)
+            client = client_factory(server, token, transport=transport, on_event=on_event)
         except BaseException:
             app.close()
             raise
         session = Session(client=client)
         session._closers += [app.close, client.close]
         return session
-    check_server_allowed(ServerChoice(study.server, study.server_source),
-                         manifest=study.manifest.display)
-    client = client_factory(study.server,
+    client = client_factory(server,
                             resolve_token(connection.token_file, required=token_required),
                             on_event=on_event)
     session = Session(client=client)

@@ -23,6 +23,8 @@ in-memory cache, which the caller saves (``hasher.save()``):
   unchanged (size, mtime) since an earlier run is only ``stat``-ed, its value and digest
   coming from the hash cache. They are read with ``hasher=None`` too: their value is the
   input itself, not only a part of a fingerprint;
+- a ``.mhd`` header among ``file``/``files``: its first 8 KiB, for the data file it names
+  (which must be sent with it);
 - a ``.json`` file given as ``file``: opened and parsed (up to
   :data:`~gcbatch.sources.expander.JSON_CHECK_LIMIT`) to check it is JSON, since a JSON
   file socket given other bytes hangs the job on the platform;
@@ -37,7 +39,7 @@ id that is invalid or taken twice) are findings, all collected; :func:`expand` r
 :class:`~gcbatch.errors.ManifestError` with all of them unless ``collect=True``.
 """
 
-from gcbatch.sources.expander import JSON_CHECK_LIMIT
+from gcbatch.sources.expander import JSON_CHECK_LIMIT, mhd_data_file
 from gcbatch.sources.expansion import expand
 from gcbatch.sources.fingerprints import case_fingerprint, fingerprint_of
 from gcbatch.sources.model import ArchiveItemLike, Case, Expansion, PendingGenerator, Source
@@ -54,5 +56,6 @@ __all__ = [
     "expand",
     "fingerprint_of",
     "glob_placeholders",
+    "mhd_data_file",
     "split_name",
 ]

@@ -19,6 +19,7 @@ from __future__ import annotations
 import glob as globlib
 import json
 import os
+import re
 import stat
 from collections.abc import Mapping
 from dataclasses import replace
@@ -205,6 +206,8 @@ class Expander:
         if (kind == "file" and unique[0].lower().endswith(".json")
                 and not self.check_json_file(unique[0], spec)):
             return None
+        if not self.check_mhd_pairs(unique, spec, kind):
+            return None
         as_paths = tuple(self.path(p) for p in unique)
         digest = ""
         if self.hasher is not None:
@@ -296,6 +299,33 @@ class Expander:
             return True  # the stat/glob above found it; let hashing report real I/O errors
         return True
 
+    def check_mhd_pairs(self, paths: list[str], spec: SourceSpec, kind: str) -> bool:
+        """Every ``.mhd`` header among a source's files is sent with the data file it
+        names (``ElementDataFile = vol.raw``, beside it): without it the platform cannot
+        import the image and the job ends Cancelled (its credits spent)."""
+        ok = True
+        sent = set(paths)
+        for path in paths:
+            data = mhd_data_file(path)
+            if data is None:
+                continue
+            target = os.path.normpath(os.path.join(os.path.dirname(path), data))
+            if target in sent:
+                continue
+            ok = False
+            header = self.rel(path)
+            if not os.path.isfile(target):
+                why = "which does not exist beside it"
+            elif kind == "file":
+                why = (f"which `file` cannot send with it: use `files: [{header}, "
+                       f"{self.rel(target)}]`")
+            else:
+                why = f"which this source does not send: add {self.rel(target)} to its files"
+            self.find(f"{spec.where}: {header} names its data file {data} (ElementDataFile), "
+                      f"{why}; without it the platform cannot import the image",
+                      spec.line, spec.col)
+        return ok
+
     # --- cases -------------------------------------------------------------------
 
     def effective(self, spec: CaseSpec) -> tuple[SourceSpec, ...]:
@@ -325,6 +355,28 @@ class Expander:
 
 class _Unusable(Exception):
     """A JSON value file that is no regular file, too large or nested too deeply."""
+
+
+_MHD_DATA_FILE = re.compile(rb"^\s*ElementDataFile\s*=\s*(.*?)\s*$")
+
+
+def mhd_data_file(path: str | os.PathLike[str]) -> str | None:
+    """The data file a MetaImage ``.mhd`` header names (``ElementDataFile = vol.raw``),
+    a bare name beside the header; None for any other file, for data inside the header
+    (``LOCAL``) or in a list of files (``LIST``), or a header that cannot be read."""
+    if not os.fspath(path).lower().endswith(".mhd"):
+        return None
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(8192)
+    except OSError:
+        return None
+    for line in head.splitlines():
+        match = _MHD_DATA_FILE.match(line)
+        if match:
+            name = match.group(1).decode("utf-8", "replace")
+            return None if name in ("LOCAL", "LIST") or "/" in name or not name else name
+    return None
 
 
 def _load_json_file(path: str) -> Any:

@@ -36,10 +36,12 @@ from gcbatch.views.progress import (
     make_progress,
 )
 from gcbatch.views.text import (
+    render_adopt,
     render_apply_summary,
     render_download,
     render_findings,
     render_forecast,
+    render_in_doubt,
     render_missing_outputs,
     render_plan,
     render_status_summary,
@@ -49,9 +51,12 @@ from gcbatch.views.text import (
 
 if TYPE_CHECKING:
     from gcbatch.engine.outcomes import ApplySummary
+    from gcbatch.operations.adopt import AdoptResult
     from gcbatch.operations.download import DownloadResult
+    from gcbatch.operations.init import InitResult
     from gcbatch.operations.plan import PlanResult
     from gcbatch.operations.refresh import Refresh
+    from gcbatch.operations.schema import SchemaResult
     from gcbatch.operations.validate import ValidateResult
     from gcbatch.polling import WaitOutcome
     from gcbatch.status import StatusReport
@@ -167,7 +172,9 @@ class HumanView:
                         f"{checked_n} manifest{'s' if checked_n != 1 else ''}", err=True)
 
     def show_plan(self, result: PlanResult, *, token_missing: bool = False) -> None:
-        self._print(render_plan(result.plan, color=use_color(self._out)))
+        details = {e.case_id: render_in_doubt(e, str(result.manifest or "MANIFEST"))
+                   for e in result.in_doubt}
+        self._print(render_plan(result.plan, color=use_color(self._out), details=details))
         if result.forecast is not None:
             self._print(render_forecast(result.forecast))
         stats = result.hash_stats
@@ -214,3 +221,19 @@ class HumanView:
                 counts[row.status] = counts.get(row.status, 0) + 1
             listed = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
             self.warn(f"{len(without)} targeted case(s) have no results yet ({listed})")
+
+    def show_adopt(self, result: AdoptResult) -> None:
+        self._print(render_adopt(result))
+
+    def show_init(self, result: InitResult) -> None:
+        from gcbatch.views.authoring import render_init
+
+        self._print(render_init(result))
+
+    def show_schema(self, result: SchemaResult) -> None:
+        if result.path is None:  # --out -: the schema itself is the result
+            self._print(result.text, end="")
+            return
+        from gcbatch.views.authoring import render_schema
+
+        self._print(render_schema(result))

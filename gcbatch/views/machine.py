@@ -21,9 +21,12 @@ from gcbatch.events import ApplyProgress, BytesReceived, Event, as_json
 
 if TYPE_CHECKING:
     from gcbatch.engine.outcomes import ApplySummary
+    from gcbatch.operations.adopt import AdoptResult
     from gcbatch.operations.download import DownloadResult
+    from gcbatch.operations.init import InitResult
     from gcbatch.operations.plan import PlanResult
     from gcbatch.operations.refresh import Refresh
+    from gcbatch.operations.schema import SchemaResult
     from gcbatch.operations.validate import ValidateResult
     from gcbatch.polling import WaitOutcome
     from gcbatch.status import StatusReport
@@ -117,6 +120,8 @@ class JsonView:
         data["online"] = result.server is not None
         if result.server is not None:
             data["server"] = result.server
+        if result.in_doubt:
+            data["in_doubt"] = [e.as_json() for e in result.in_doubt]
         outlook = result.forecast
         if outlook is not None:
             data["forecast"] = {
@@ -147,3 +152,20 @@ class JsonView:
             "tables": [str(path) for path in result.tables],
             "cases_without_results": [row.as_json() for row in result.without_results],
         })
+
+    def show_adopt(self, result: AdoptResult) -> None:
+        self._document(result.as_json())
+
+    def show_init(self, result: InitResult) -> None:
+        from gcbatch.views.authoring import init_json
+
+        self._document(init_json(result))
+
+    def show_schema(self, result: SchemaResult) -> None:
+        if result.path is None:  # --out -: the schema itself is the document
+            self._out.write(result.text)
+            self._out.flush()
+            return
+        from gcbatch.views.authoring import schema_json
+
+        self._document(schema_json(result))

@@ -9,26 +9,34 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Iterable
-from typing import IO
+from collections.abc import Iterable, Mapping, Sequence
+from typing import IO, TYPE_CHECKING
 
 import click
 
 from gcbatch.engine.admission import Forecast
 from gcbatch.engine.downloads import DownloadSummary
 from gcbatch.engine.outcomes import ApplySummary, Outcome
+from gcbatch.engine.ownership import Examination, describe_candidate
+from gcbatch.engine.reconcile import Adopt
 from gcbatch.errors import Finding
 from gcbatch.plan import Action, ActionKind, Plan
 from gcbatch.status import CaseStatus, StatusReport, format_duration
+from gcbatch.statuses import FAILED_STATUSES
+
+if TYPE_CHECKING:
+    from gcbatch.operations.adopt import AdoptResult
 
 __all__ = [
     "human_bytes",
     "mib",
     "render_action",
+    "render_adopt",
     "render_apply_summary",
     "render_download",
     "render_findings",
     "render_forecast",
+    "render_in_doubt",
     "render_missing_outputs",
     "render_plan",
     "render_plan_summary",
@@ -114,13 +122,48 @@ def render_plan_summary(plan: Plan) -> str:
     return text
 
 
-def render_plan(plan: Plan, *, color: bool = False) -> str:
-    """The whole plan: one line per action, then the summary line."""
+def render_plan(plan: Plan, *, color: bool = False,
+                details: Mapping[str, Sequence[str]] | None = None) -> str:
+    """The whole plan: one line per action (``details``: lines to show under a case's
+    action, indented), then the summary line."""
     width = max((len(a.case_id) for a in plan.actions), default=0)
     width = min(width, 40)
-    lines = [render_action(a, width=width, color=color) for a in plan.actions]
+    lines = []
+    for action in plan.actions:
+        lines.append(render_action(action, width=width, color=color))
+        if details and action.case_id in details:
+            lines += [f"    {line}" for line in details[action.case_id]]
     lines.append(render_plan_summary(plan))
     return "\n".join(lines)
+
+
+def render_in_doubt(examination: Examination, manifest: str) -> list[str]:
+    """What apply would do with an in-doubt case now, and the jobs that may be its
+    (each saying whose it is where the upload names tell), for ``plan``."""
+    verdict, outlook = examination.verdict, examination.outlook
+    if isinstance(verdict, Adopt):
+        head = f"apply would adopt job {verdict.job.pk}: {verdict.reason}"
+    elif outlook == "ambiguous":
+        head = f"apply leaves it in doubt ({verdict.reason}): choose one"
+    elif outlook == "wait":
+        head = f"apply waits for it ({verdict.reason})"
+    else:
+        head = (f"no job carries its handles ({verdict.reason}): apply sends it again once "
+                "its answer window has passed")
+    lines = [head]
+    shown = examination.candidates
+    if shown:
+        lines.append("jobs that look like this case's:")
+        width = max(len(c.job.status) for c in shown)
+        lines += [f"  {c.job.pk}  {c.job.status.ljust(width)}  {describe_candidate(c)}"
+                  for c in shown]
+    if examination.more:
+        lines.append(f"  … and {examination.more} more job(s) with the same values, not "
+                     "listed (their uploads carry other names)")
+    if shown and outlook != "adopt":
+        lines.append(f"to record one: gcbatch adopt {manifest} {examination.case_id} JOB "
+                     "(or apply --resubmit-in-doubt to send it again)")
+    return lines
 
 
 def render_forecast(outlook: Forecast) -> str:
@@ -180,6 +223,21 @@ def render_apply_summary(summary: ApplySummary) -> str:
         lines.append(f"  kept: {outcome.case}: {outcome.message}")
     if len(skipped) > 20:
         lines.append(f"  ... and {len(skipped) - 20} more changed case(s)")
+    return "\n".join(lines)
+
+
+def render_adopt(result: AdoptResult) -> str:
+    """``adopted: p001 → job 0190… (Queued): carries this case's upload names (…)``."""
+    job = result.job
+    how = "adopted with --force" if result.forced else "adopted"
+    lines = [f"{how}: {result.case_id} → job {job.pk} ({job.status}): "
+             f"{describe_candidate(result.candidate)}"]
+    if result.replaced:
+        lines.append(f"its earlier job {result.replaced} stays in its history")
+    if job.status in FAILED_STATUSES:
+        lines.append("the job has ended without a result: `gcbatch apply --retry-failed` "
+                     "sends the case again")
+    lines.append(f"recorded in {result.lockfile_path}")
     return "\n".join(lines)
 
 

@@ -8,9 +8,12 @@ from gcbatch.events import Event
 
 if TYPE_CHECKING:
     from gcbatch.engine.outcomes import ApplySummary
+    from gcbatch.operations.adopt import AdoptResult
     from gcbatch.operations.download import DownloadResult
+    from gcbatch.operations.init import InitResult
     from gcbatch.operations.plan import PlanResult
     from gcbatch.operations.refresh import Refresh
+    from gcbatch.operations.schema import SchemaResult
     from gcbatch.operations.validate import ValidateResult
     from gcbatch.polling import WaitOutcome
     from gcbatch.status import StatusReport
@@ -42,6 +45,12 @@ class View(Protocol):
     def show_waited(self, outcome: WaitOutcome) -> None: ...
 
     def show_download(self, result: DownloadResult) -> None: ...
+
+    def show_adopt(self, result: AdoptResult) -> None: ...
+
+    def show_init(self, result: InitResult) -> None: ...
+
+    def show_schema(self, result: SchemaResult) -> None: ...
 
 
 def make_view(as_json: bool) -> View:

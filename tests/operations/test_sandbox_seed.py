@@ -10,7 +10,7 @@ import pytest
 
 from gcbatch.errors import ConfigError
 from gcbatch.operations.sandbox_seed import OUTPUT_SOCKET, derive_seed
-from gcbatch.operations.session import SANDBOX_SEED, connect
+from gcbatch.operations.session import SANDBOX_SEED, connect, open_session
 from gcbatch.operations.study import ConnectionOptions, open_study
 from gcbatch.sandbox.seed import load_seed
 
@@ -312,3 +312,15 @@ def test_a_link_planted_at_the_world_record_is_refused(tmp_path: Path) -> None:
     with pytest.raises(Exception, match="link"):
         connect(_sandbox_study(manifest), ConnectionOptions(sandbox=True))
     assert victim.read_text() == "keep\n"
+
+
+def test_open_session_without_a_study_uses_the_world_beside_its_state(tmp_path: Path) -> None:
+    """``init``/``schema --sandbox`` (no manifest yet): the world is sandbox-seed.yaml in
+    the folder whose ``.gcbatch/`` holds the state."""
+    (tmp_path / SANDBOX_SEED).write_text("users: [{name: demo, token: d}]\n" + _WORLD % "demo")
+    with open_session("http://localhost/api/v1/", ConnectionOptions(sandbox=True),
+                      sandbox_dir=tmp_path / ".gcbatch") as session:
+        assert session.view.algorithm("my-algorithm") is not None
+    with open_session("http://localhost/api/v1/", ConnectionOptions(sandbox=True),
+                      sandbox_dir=tmp_path / "elsewhere" / ".gcbatch") as session:
+        assert session.view.algorithm("my-algorithm") is None  # the built-in world

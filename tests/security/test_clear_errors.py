@@ -183,14 +183,17 @@ def test_a_full_disk_is_exit_1_and_a_rerun_loses_nothing(
            "RES": str(results)}
     # 60 cases on a small file system filled to its last 40 KiB: the journal fills it in
     # the middle of the run (some jobs made, some not); then space is freed and the same
-    # command runs again
+    # command runs again. A case whose intent was written but whose POST never went (the
+    # run was stopping) is rightly waited for, a whole answer window (180 s by default):
+    # the second run is given a short one
     run = _in_namespace(
         'mkdir -p "$D" && mount -t tmpfs -o size=2m tmpfs "$D" && cp -r "$SRC"/. "$D"/ && '
         'dd if=/dev/zero of="$D/filler" bs=1k '
         'count=$(( $(df -k "$D" | awk "NR==2 {print \\$4}") - 40 )) 2>/dev/null; '
         f'$GCBATCH apply "$D/study.yaml" --server {sb.api_url} >"$RES/out1" 2>"$RES/err1"; '
         'echo $? >"$RES/rc1"; cp "$D/study.lock.journal" "$RES/journal1"; rm "$D/filler"; '
-        f'$GCBATCH apply "$D/study.yaml" --server {sb.api_url} --json >"$RES/out2" '
+        f'$GCBATCH apply "$D/study.yaml" --server {sb.api_url} --json --answer-window 5 '
+        '>"$RES/out2" '
         '2>"$RES/err2"; echo $? >"$RES/rc2"; cp "$D/study.lock" "$RES/"',
         tmp_path / "study", env)
     assert run.code == 0, run.err
