@@ -1,8 +1,9 @@
-"""``gcbatch sandbox serve`` and ``gcbatch sandbox inspect``: the emulator for humans.
+"""``gcbatch sandbox serve``, ``inspect`` and ``seed``: the emulator for humans.
 
 ``serve`` runs the Grand Challenge emulator on a port until Ctrl-C; ``inspect`` reads
 what a running sandbox holds and what requests it saw (its ``/_sandbox/`` endpoints, which
-need the admin token ``serve`` prints, or sets from ``GCBATCH_SANDBOX_ADMIN_TOKEN``).
+need the admin token ``serve`` prints, or sets from ``GCBATCH_SANDBOX_ADMIN_TOKEN``);
+``seed`` writes a world for ``--sandbox`` derived from a manifest.
 
 ``serve`` on an address other than loopback says loudly that the sandbox (its test
 tokens, its data) is then open to the network, and its banner shows the address it
@@ -24,6 +25,7 @@ from typing import Any
 import click
 
 from gcbatch.api.trust import Trust, certificate_advice, resolve_trust, ssl_context, tls_failure
+from gcbatch.cli.sandbox_seed import seed_command
 from gcbatch.errors import (
     CertificateError,
     ConfigError,
@@ -544,5 +546,7 @@ def _inspect_error(base: str, exc: Exception, trust: Trust) -> GcbatchError:
     detail = str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
     return TransportError(f"cannot read the sandbox at {base}: {detail}")
 
+
+sandbox.add_command(seed_command)
 
 COMMANDS = [sandbox]

@@ -15,15 +15,23 @@ the manifest names and the user has not allowed
 user chose.
 
 ``--sandbox``: the embedded emulator runs in this process, behind an httpx transport (no
-port, no thread), with its state in ``.gcbatch/sandbox.db`` beside the manifest and the
-default seed, so successive commands (apply, then status, then download) see the same
-jobs, and jobs progress between runs because the sandbox derives statuses from time.
-The seed user ``demo``'s token (test data, not a secret) is used.
+port, no thread), with its state in ``.gcbatch/sandbox.db`` beside the manifest, so
+successive commands (apply, then status, then download) see the same jobs, and jobs
+progress between runs because the sandbox derives statuses from time.
+
+Its world (users, sockets, algorithms, archives) is ``sandbox-seed.yaml`` beside the
+manifest when there is one (``gcbatch sandbox seed MANIFEST`` derives it from the
+manifest's sockets; the format is in :mod:`gcbatch.sandbox.seed`), else the built-in
+default. A database belongs to the world it was made with: ``.gcbatch/sandbox.seed``
+records which (the seed file's sha256), and opening it with another world is refused
+with what to delete, rather than mixing jobs of two worlds. The seed user ``demo``'s
+token is used (else the seed's first user's; seed tokens are test data, not secrets).
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -40,10 +48,16 @@ from gcbatch.events import Hook, ignore
 from gcbatch.files import refuse_link
 from gcbatch.operations.study import ConnectionOptions, Study
 
-__all__ = ["SANDBOX_DB", "SANDBOX_USER", "Session", "connect", "open_session"]
+__all__ = ["SANDBOX_DB", "SANDBOX_SEED", "SANDBOX_USER", "Session", "connect", "open_session"]
 
 SANDBOX_DB = "sandbox.db"
 SANDBOX_USER = "demo"
+#: the world ``--sandbox`` uses when this file is beside the manifest
+SANDBOX_SEED = "sandbox-seed.yaml"
+#: beside the database: which world it was made with
+_SEED_MARK = "sandbox.seed"
+_DEFAULT_MARK = "built-in default"
+
 
 
 @dataclass
@@ -73,13 +87,36 @@ class Session:
         self.close()
 
 
-def _open_sandbox(state_dir: Path) -> tuple[Any, httpx.BaseTransport, Token]:
-    """The embedded sandbox: (app, in-process transport, demo token)."""
+def _open_sandbox(state_dir: Path, study: Study | None
+                  ) -> tuple[Any, httpx.BaseTransport, Token]:
+    """The embedded sandbox with its state in ``state_dir``: (app, in-process transport,
+    the seed user's token). Its world is ``sandbox-seed.yaml`` beside ``state_dir`` (beside
+    the manifest), else the built-in one; ``study``: the manifest whose algorithm that
+    world must hold (None for ``init``/``schema``, which ask for an algorithm themselves)."""
     try:
         from gcbatch.sandbox import SandboxApp
+        from gcbatch.sandbox.seed import SeedError, load_seed
         from gcbatch.sandbox.transport import SandboxTransport
     except ImportError as exc:  # a partial installation
         raise ConfigError(f"the embedded sandbox is not available: {exc}") from None
+    seed_path = state_dir.parent / SANDBOX_SEED
+    seed_file = seed_path if seed_path.is_file() else None
+    try:
+        seed = load_seed(seed_file)
+    except SeedError as exc:
+        raise ConfigError(f"--sandbox: {exc}") from None
+    where = str(seed_file) if seed_file else "the built-in default world"
+    if study is not None and seed.algorithm_by_slug(study.algorithm) is None:
+        raise ConfigError(
+            f"--sandbox: {where} has no algorithm {study.algorithm!r}. Derive a world "
+            f"from the manifest's sockets with `gcbatch sandbox seed {study.manifest.display}` "
+            f"(it writes {SANDBOX_SEED} beside the manifest), or write that file yourself "
+            "(its format: `gcbatch sandbox seed --help`)"
+        )
+    users = [u.name for u in seed.users]
+    if not users:  # said before anything is made
+        raise ConfigError(f"--sandbox: {where} has no users (the sandbox needs one)")
+    user = SANDBOX_USER if SANDBOX_USER in users else users[0]
     try:
         refuse_link(state_dir, "folder of gcbatch's local state")
         state_dir.mkdir(parents=True, exist_ok=True)
@@ -94,14 +131,39 @@ def _open_sandbox(state_dir: Path) -> tuple[Any, httpx.BaseTransport, Token]:
         raise ConfigError(f"the sandbox's state folder {state_dir} cannot be made: "
                           f"{exc.strerror or exc}") from None
     db = state_dir / SANDBOX_DB
+    _check_world(state_dir, db, seed_file, study.lockfile if study is not None else None)
     try:
-        app = SandboxApp(db)
+        app = SandboxApp(db, seed=seed)
     except Exception as exc:  # e.g. a database written by another gcbatch version
         raise ConfigError(
             f"the sandbox's state {db} cannot be opened ({type(exc).__name__}: {exc}); "
             f"delete {state_dir} to start the sandbox afresh"
         ) from None
-    return app, SandboxTransport(app), Token(app.token(SANDBOX_USER))
+    return app, SandboxTransport(app), Token(app.token(user))
+
+
+def _check_world(state_dir: Path, db: Path, seed_file: Path | None,
+                 lockfile: Path | None) -> None:
+    """Refuse a database made with another world; record the world of a new one."""
+    mark = state_dir / _SEED_MARK
+    world = (
+        _DEFAULT_MARK if seed_file is None
+        else "sha256:" + hashlib.sha256(seed_file.read_bytes()).hexdigest()
+    )
+    refuse_link(mark, "record of the sandbox's world")
+    if not db.exists():
+        mark.write_text(world + "\n", encoding="utf-8")
+        return
+    # a database from before worlds were recorded was made with the default world
+    made_with = mark.read_text(encoding="utf-8").strip() if mark.exists() else _DEFAULT_MARK
+    if made_with != world:
+        now = str(seed_file) if seed_file else "the built-in default world"
+        stale = [str(db), str(mark)] + ([str(lockfile)] if lockfile is not None else [])
+        raise ConfigError(
+            f"--sandbox: the sandbox's state in {state_dir} was made with another world "
+            f"than {now} (its jobs would not fit); to start afresh in this one, delete "
+            + ", ".join(stale[:-1]) + " and " + stale[-1]
+        )
 
 
 def connect(
@@ -123,7 +185,7 @@ def connect(
     return open_session(study.server, connection,
                         sandbox_dir=study.state_dir if study.sandbox else None,
                         token_required=token_required, client_factory=client_factory,
-                        on_event=on_event)
+                        on_event=on_event, _study=study)
 
 
 def open_session(
@@ -134,11 +196,12 @@ def open_session(
     token_required: bool = True,
     client_factory: Callable[..., GrandChallengeClient] = GrandChallengeClient,
     on_event: Hook = ignore,
+    _study: Study | None = None,
 ) -> Session:
     """:func:`connect` without a study (``init``, ``schema``): ``server`` already resolved;
     ``sandbox_dir`` set → the embedded sandbox with its state there."""
     if sandbox_dir is not None:
-        app, transport, token = _open_sandbox(sandbox_dir)
+        app, transport, token = _open_sandbox(sandbox_dir, _study)
         try:
             client = client_factory(server, token, transport=transport, on_event=on_event)
         except BaseException:

@@ -49,7 +49,7 @@ from gcbatch.sandbox.context import Ctx, Settings, World
 from gcbatch.sandbox.gate import head_refusal
 from gcbatch.sandbox.handlers.admin import collect_stats
 from gcbatch.sandbox.http import Request, Response
-from gcbatch.sandbox.ids import OrderedIds
+from gcbatch.sandbox.ids import PrimaryKeys
 from gcbatch.sandbox.jobrunner import JobRunner, RunTimes
 from gcbatch.sandbox.outputs import Outputs
 from gcbatch.sandbox.recording import recorder_from_env
@@ -98,7 +98,7 @@ class SandboxApp:
         with self.store.transaction():
             install_seed(self.store, self.seed, clock())
             run_times = RunTimes(self.store, self.seed)
-        ids = OrderedIds()
+        ids = PrimaryKeys()
         self._jobs = JobRunner(self.seed, self.store, clock, run_times)
         self._world = World(
             seed=self.seed,

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from gcbatch.sandbox.config import SandboxConfig
 from gcbatch.sandbox.http import Request
-from gcbatch.sandbox.ids import OrderedIds
+from gcbatch.sandbox.ids import PrimaryKeys
 from gcbatch.sandbox.jobrunner import JobRunner
 from gcbatch.sandbox.outputs import Outputs
 from gcbatch.sandbox.render import Renderer
@@ -38,7 +38,7 @@ class World:
     store: Store
     clock: Callable[[], float]
     settings: Settings
-    ids: OrderedIds
+    ids: PrimaryKeys
     jobs: JobRunner
     outputs: Outputs
     visibility: Visibility

@@ -43,8 +43,13 @@ def shown_status(job: JobRow, now: float) -> tuple[str, float | None, float | No
 
 
 class RunTimes:
-    """Per algorithm, the total and number of succeeded execution times: what its
-    ``average_duration`` shows. Kept in memory, counted from the store at start."""
+    """Per algorithm, the total and number of its succeeded jobs' compute times: what its
+    ``average_duration`` shows. Kept in memory, counted from the store at start.
+
+    The platform (``update_algorithm_average_duration``, run after every success) averages
+    the utilisation of the algorithm's succeeded jobs, every user's, leaving out those
+    with a zero duration. Utilisation is the compute job's whole life (container start to
+    stop), which is the sandbox's invoke duration, not the shorter execution time."""
 
     def __init__(self, store: Store, seed: Seed) -> None:
         self._totals: dict[str, tuple[float, int]] = {
@@ -135,7 +140,8 @@ class JobRunner:
             invoke_duration=invoke_d,
             outputs_pending=1,
         )
-        self._run_times.add(job.algorithm, exec_d)
+        if invoke_d > 0:
+            self._run_times.add(job.algorithm, invoke_d)
 
     def _upload_bytes(self, up: UploadRow) -> bytes | None:
         path = self._store.path(f"uploads/{up.pk}/object")
@@ -205,8 +211,9 @@ class JobRunner:
                 # Stored as uploaded, no conversion; a series keeps its first file.
                 image_pk = str(uuid.uuid4())
                 file_pk = str(uuid.uuid4())
-                meta = lc.parse_image(datas[0], ups[0].filename)
-                assert meta is not None
+                parsed = lc.parse_image(datas[0], ups[0].filename)
+                assert parsed is not None
+                meta = lc.as_imported(parsed)
                 ext = ".tif" if meta.image_type == "TIFF" else ".mha"
                 file_name = f"{image_pk}{ext}"
                 rel = f"images/{image_pk}/{file_name}"

@@ -47,6 +47,7 @@ output echoes how it was invoked (``{"acc": 0.5, "score": 1, "invocation_json": 
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import json
@@ -260,6 +261,22 @@ def mhd_data_file_name(data: bytes) -> str | None:
             name = m.group(2).decode("utf-8", "replace")
             return None if name in ("LOCAL", "LIST") else name
     return None
+
+
+def as_imported(meta: ImageMeta) -> ImageMeta:
+    """An uploaded image as the platform's importer stores it: a MetaImage without
+    ``ElementSpacing`` has ITK's default spacing, 1 mm along each of its axes (seen on the
+    real application). Images a seed places keep what the seed says: on the platform such
+    images are made without the importer and have no voxel sizes (the recorded world)."""
+    if meta.image_type != "MHD":
+        return meta
+    return dataclasses.replace(
+        meta,
+        voxel_width_mm=1.0 if meta.voxel_width_mm is None else meta.voxel_width_mm,
+        voxel_height_mm=1.0 if meta.voxel_height_mm is None else meta.voxel_height_mm,
+        voxel_depth_mm=(None if meta.depth is None
+                        else 1.0 if meta.voxel_depth_mm is None else meta.voxel_depth_mm),
+    )
 
 
 def _parse_mha(data: bytes) -> ImageMeta | None:

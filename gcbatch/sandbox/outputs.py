@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from gcbatch.sandbox import lifecycle as lc
-from gcbatch.sandbox.ids import OrderedIds
+from gcbatch.sandbox.ids import PrimaryKeys
 from gcbatch.sandbox.seed import Algorithm, Interface, Seed, User
 from gcbatch.sandbox.store import JobRow, Store
 
@@ -25,7 +25,7 @@ class Outputs:
     """Makes outputs and the bytes of stored objects (call inside a transaction)."""
 
     def __init__(
-        self, seed: Seed, store: Store, clock: Callable[[], float], ids: OrderedIds
+        self, seed: Seed, store: Store, clock: Callable[[], float], ids: PrimaryKeys
     ) -> None:
         self._seed = seed
         self._store = store

@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from gcbatch.sandbox.http import Request
-from gcbatch.sandbox.responses import MSG_REQUIRED, HttpError, detail, json_response
+from gcbatch.sandbox.responses import MSG_NULL, MSG_REQUIRED, HttpError, detail, json_response
 
 
 def type_name(value: Any) -> str:
@@ -41,11 +41,20 @@ def json_object_body(req: Request, allow: str | None) -> dict[str, Any]:
     return body
 
 
-def required_list(body: Mapping[str, Any], key: str, allow: str | None) -> list[Any]:
-    """``body[key]`` as a list, or DRF's 400 for a missing field or a non-list value."""
+def required_list(body: Mapping[str, Any], key: str, allow: str | None, *,
+                  missing: str | None = None) -> list[Any]:
+    """``body[key]`` as a list, or DRF's 400 for a missing field, a null or a non-list.
+
+    ``missing``: the serializer's own ``validate()`` message for a missing key, as a
+    ``non_field_errors`` entry. The upload PATCH actions validate partially (fields are
+    not required there), so a missing list is caught by ``validate()``, not by DRF."""
     if key not in body:
+        if missing is not None:
+            raise HttpError(json_response(400, {"non_field_errors": [missing]}, allow=allow))
         raise HttpError(json_response(400, {key: [MSG_REQUIRED]}, allow=allow))
     value = body[key]
+    if value is None:
+        raise HttpError(json_response(400, {key: [MSG_NULL]}, allow=allow))
     if not isinstance(value, list):
         raise HttpError(json_response(
             400,

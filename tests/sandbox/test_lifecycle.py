@@ -204,3 +204,16 @@ def test_invocation_value_echoes_the_inputs() -> None:
     assert [i["relative_path"] for i in entry["inputs"]] == ["oracle-integer.json", "inputs.json"]
     assert entry["inputs"][0]["bucket_key"] == "/io/algorithms/job/abc-00/oracle-integer.json"
     assert value["acc"] == 0.5 and value["score"] == 1
+
+
+def test_an_imported_metaimage_without_spacing_gets_1_mm_per_axis_others_keep_theirs() -> None:
+    flat = lc.parse_image(lc.make_mha(4, 4, bytes(16)))
+    spaced = lc.parse_image(lc.make_mha(4, 4, bytes(32), depth=2, spacing=(0.5, 0.75, 2.5)))
+    tiff = lc.ImageMeta("TIFF", None, None, None)
+    assert flat is not None and spaced is not None
+    assert flat.voxel_width_mm is None  # as the header says (a seed's image keeps that)
+    imported = lc.as_imported(flat)
+    assert (imported.voxel_width_mm, imported.voxel_height_mm, imported.voxel_depth_mm) == (
+        1.0, 1.0, None)
+    assert lc.as_imported(spaced) == spaced
+    assert lc.as_imported(tiff) == tiff

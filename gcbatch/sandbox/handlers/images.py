@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from gcbatch.sandbox.context import Ctx
 from gcbatch.sandbox.http import Response
-from gcbatch.sandbox.ids import is_uuid, norm_uuid
+from gcbatch.sandbox.ids import is_uuid, model_choices, norm_uuid
 from gcbatch.sandbox.pagination import page, page_params
 from gcbatch.sandbox.responses import detail, json_response
 
@@ -18,27 +18,31 @@ def listing(ctx: Ctx) -> Response:
     # Outputs are made lazily; an image a job output must exist before it can be listed.
     ctx.outputs.ensure_for_user(user)
     name = req.query.get("name")
+    # The three filters are django-filter model choices on all jobs / all archives, not
+    # only those the user may see (a pk that names nothing is a 400, not an empty page).
     found: dict[str, list[str]] = {}
+    errors: dict[str, list[str]] = {}
     for param in ("job_input", "job_output"):
-        values = [v for v in req.query.get(param, ()) if v]
-        bad = [v for v in values if not is_uuid(v)]
-        if bad:
-            return json_response(
-                400, {param: [f"“{bad[0]}” is not a valid value."]}, allow=ctx.allow
-            )
-        found[param] = [norm_uuid(v) for v in values]
+        pks, error = model_choices(
+            req.query.get(param, ()), lambda pk: ctx.store.job(pk) is not None
+        )
+        if error is not None:
+            errors[param] = [error]
+        found[param] = pks
     among: list[str] | None = None
-    archives = [v for v in req.query.get("archive", ()) if v]
-    if archives:
+    if "archive" in req.query:
+        pks, error = model_choices(
+            req.query["archive"], lambda pk: ctx.seed.archive(pk) is not None
+        )
+        if error is not None:
+            errors["archive"] = [error]
         among = []
-        for value in archives:
-            if not is_uuid(value):
-                return json_response(
-                    400, {"archive": [f"“{value}” is not a valid value."]}, allow=ctx.allow
-                )
-            archive = ctx.seed.archive(norm_uuid(value))
-            if archive is not None:
-                among.extend(v.image.pk for i in archive.items for v in i.values if v.image)
+        for pk in pks:
+            archive = ctx.seed.archive(pk)
+            assert archive is not None
+            among.extend(v.image.pk for i in archive.items for v in i.values if v.image)
+    if errors:
+        return json_response(400, errors, allow=ctx.allow)
     count, rows = ctx.store.list_images(
         user.name,
         ctx.visibility.seed_image_pks(user),

@@ -8,6 +8,7 @@ the inputs exactly, and the duplicate check — each answered alone.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from gcbatch.sandbox import lifecycle as lc
@@ -20,7 +21,7 @@ from gcbatch.sandbox.handlers.job_inputs import (
     parse_input,
 )
 from gcbatch.sandbox.http import Response
-from gcbatch.sandbox.ids import is_uuid, norm_uuid
+from gcbatch.sandbox.ids import is_uuid, model_choices, norm_uuid
 from gcbatch.sandbox.pagination import page, page_params
 from gcbatch.sandbox.parsing import json_object_body, type_name
 from gcbatch.sandbox.responses import (
@@ -58,20 +59,10 @@ def listing(ctx: Ctx) -> Response:
                 algorithm = alg.slug
     images: dict[str, list[str]] = {"input_image": [], "output_image": []}
     for param in images:
-        for value in req.query.get(param, ()):
-            if not value:
-                continue
-            if not is_uuid(value):
-                errors.setdefault(param, [f"“{value}” is not a valid value."])
-                continue
-            pk = norm_uuid(value)
-            if ctx.store.image(pk) is None:
-                errors.setdefault(
-                    param,
-                    [f"Select a valid choice. {value} is not one of the available choices."],
-                )
-                continue
-            images[param].append(pk)
+        pks, error = model_choices(req.query.get(param, ()), _image_exists(ctx))
+        if error is not None:
+            errors[param] = [error]
+        images[param] = pks
     if errors:
         return json_response(400, errors, allow=ctx.allow)
     if user is None:
@@ -86,6 +77,10 @@ def listing(ctx: Ctx) -> Response:
     civs = ctx.store.jobs_civs([j.pk for j in rows])
     results = [ctx.render.job(ctx.base_url, j, civs) for j in rows]
     return page(req, count, results, limit, offset, ctx.allow)
+
+
+def _image_exists(ctx: Ctx) -> Callable[[str], bool]:
+    return lambda pk: ctx.store.image(pk) is not None
 
 
 def _filtered_jobs(

@@ -71,7 +71,8 @@ def presign(ctx: Ctx, pk: str, s3_id: str) -> Response:
     used = ctx.store.pending_bytes(up.pk) + ctx.store.completed_upload_bytes(user.name, since)
     if up.status != "Initialized" or used >= ctx.config.max_upload_bytes:
         return detail(403, "Upload limit reached", allow=ctx.allow)
-    numbers = required_list(body, "part_numbers", ctx.allow)
+    numbers = required_list(body, "part_numbers", ctx.allow,
+                            missing="The `part_numbers` field is required")
     errs: dict[str, list[str]] = {}
     clean: list[int] = []
     for i, n in enumerate(numbers):
@@ -102,7 +103,7 @@ def presign(ctx: Ctx, pk: str, s3_id: str) -> Response:
 
 def complete(ctx: Ctx, pk: str, s3_id: str) -> Response:
     user, up, body = _begin(ctx, pk, s3_id)
-    given = required_list(body, "parts", ctx.allow)
+    given = required_list(body, "parts", ctx.allow, missing="The `parts` field is required")
     path = ctx.req.path
     if up.status != "Initialized":
         return server_crash(path, "RuntimeError", "upload is not initialized")

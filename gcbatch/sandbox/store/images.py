@@ -51,7 +51,8 @@ class ImageQueries:
     ) -> tuple[int, list[ImageRow]]:
         """(count, one page) of the images ``user`` owns or may see as ``seed_pks``,
         filtered by name, by the jobs that took or made them (any of them), and to
-        ``among`` (None: no such filter), ordered by pk."""
+        ``among`` (None: no such filter), ordered by name as the platform's
+        ``Image.Meta.ordering`` says (pk breaks ties, which Postgres leaves open)."""
         marks = ",".join("?" for _ in seed_pks) or "NULL"
         where = [f"(owner=? OR pk IN ({marks}))"]
         args: list[Any] = [user, *seed_pks]
@@ -78,7 +79,7 @@ class ImageQueries:
             self.conn.execute(f"SELECT COUNT(*) FROM images WHERE {clause}", args).fetchone()[0]
         )
         rows = self.conn.execute(
-            f"SELECT {IMAGE_COLS} FROM images WHERE {clause} ORDER BY pk LIMIT ? OFFSET ?",
+            f"SELECT {IMAGE_COLS} FROM images WHERE {clause} ORDER BY name, pk LIMIT ? OFFSET ?",
             (*args, limit, offset),
         ).fetchall()
         return count, [ImageRow(*r) for r in rows]

@@ -190,10 +190,12 @@ class JobQueries:
         return {str(s): int(n) for s, n in rows}
 
     def succeeded_durations(self, algorithm: str) -> tuple[float, int]:
-        """(sum of execution seconds, number) of ``algorithm``'s succeeded jobs."""
+        """(sum of compute seconds, number) of ``algorithm``'s succeeded jobs that used
+        any: the platform averages its jobs' utilisation over successes with a duration
+        above zero (``ComponentJobUtilizationManager.average_duration``)."""
         row = self.conn.execute(
-            "SELECT COALESCE(SUM(exec_duration), 0), COUNT(*) FROM jobs "
-            "WHERE algorithm=? AND status='Succeeded'",
+            "SELECT COALESCE(SUM(invoke_duration), 0), COUNT(*) FROM jobs "
+            "WHERE algorithm=? AND status='Succeeded' AND invoke_duration > 0",
             (algorithm,),
         ).fetchone()
         return float(row[0]), int(row[1])

@@ -1,5 +1,9 @@
-"""``gcbatch status``/``wait``/``download`` as a user runs them: real CLI processes against
-a sandbox on loopback HTTP, counted through the sandbox's request log.
+"""``gcbatch download`` of file and image outputs: real CLI processes against a sandbox on
+loopback HTTP, counted through the sandbox's request log.
+
+Sandbox only: these need algorithms that output files and images (the default world's
+``risk-calculator``); the world both servers share (the oracle's) outputs values only.
+Status, wait and value downloads against either server: ``test_e2e_results.py``.
 
 Jobs are created straight through the API (fast: no uploads) and tied to cases in a
 lockfile written with :mod:`gcbatch.lockfile`, exactly as ``apply`` leaves it.
@@ -28,7 +32,11 @@ from gcbatch.sandbox import RunningSandbox, SandboxConfig
 from gcbatch.sandbox import lifecycle as lc
 from gcbatch.sandbox.seed import load_seed
 
-pytestmark = pytest.mark.slow
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.sandbox_only("the world a live server shares with the sandbox (the "
+                             "oracle's) has no algorithm that outputs files or images"),
+]
 
 ROOT = Path(__file__).resolve().parents[2]
 ALG = "risk-calculator"
@@ -143,40 +151,6 @@ def _sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-# --------------------------------------------------------------------------- status
-
-
-def test_status_of_2000_jobs_takes_a_handful_of_requests(
-    tmp_path: Path, make_sandbox: Callable[..., RunningSandbox]
-) -> None:
-    sb = make_sandbox(config=_config(failure_rate=0.05, rng_seed=7))
-    ages = list(range(2000))
-    jobs = _create_jobs(sb, ages)
-    manifest = _study(tmp_path, ages)
-    lock_path = _lock(manifest, sb, ages, jobs)
-
-    seq = _last_seq(sb)
-    result = _run(sb, "status", str(manifest), "--json")
-    requests = _api_requests(_log_since(sb, seq))
-    print(f"status of {len(ages)} jobs: {len(requests)} API requests "
-          f"(the per-job loop would make {len(ages)})")
-    assert result.returncode == 1, result.stderr  # some jobs Failed (failure_rate)
-    assert len(requests) <= 5
-    assert {r["path"] for r in requests} == {"/api/v1/algorithms/jobs/"}
-    assert all(r["had_authorization"] and r["status"] == 200 for r in requests)
-
-    data = json.loads(result.stdout)
-    counts = data["summary"]["counts"]
-    assert data["summary"]["total"] == 2000 and data["recorded"] is True
-    assert set(counts) == {"Succeeded", "Failed"} and counts["Failed"] > 0
-    server_statuses = {j["pk"]: j["status"] for j in _all_jobs(sb)}
-    assert {c["job"]: c["status"] for c in data["cases"]} == server_statuses
-
-    saved = lockmod.load(lock_path)
-    assert saved is not None
-    assert {e.job.pk: e.job.status for e in saved.cases.values() if e.job} == server_statuses
-
-
 def _all_jobs(sb: RunningSandbox) -> list[dict[str, Any]]:
     alg = _algorithm(sb)
     out: list[dict[str, Any]] = []
@@ -189,134 +163,6 @@ def _all_jobs(sb: RunningSandbox) -> list[dict[str, Any]]:
             offset += 1000
             if not page["next"]:
                 return out
-
-
-def test_status_exit_codes_and_case_filter(
-    tmp_path: Path, make_sandbox: Callable[..., RunningSandbox]
-) -> None:
-    sb = make_sandbox(config=_config())
-    ages = [30, 31, 32]
-    manifest = _study(tmp_path, [*ages, 33])  # case-00033 never applied
-    _lock(manifest, sb, ages, _create_jobs(sb, ages))
-    result = _run(sb, "status", str(manifest))
-    assert result.returncode == 0, result.stderr
-    lines = result.stdout.splitlines()
-    assert lines[0] == "4 cases: 1 Not submitted, 3 Succeeded"
-    assert lines[1].split() == ["CASE", "JOB", "STATUS", "DURATION"]
-    assert lines[2].split()[0::2] == ["case-00030", "Succeeded"]
-    assert lines[5].split() == ["case-00033", "-", "Not", "submitted", "-"]
-    one = _run(sb, "status", str(manifest), "--case", "case-00031", "--json")
-    assert [c["case"] for c in json.loads(one.stdout)["cases"]] == ["case-00031"]
-    typo = _run(sb, "status", str(manifest), "--case", "case-99999")
-    assert typo.returncode == 2 and "case-99999" in typo.stderr
-
-    # download of one case: only its outputs, but the tables cover every case
-    out = tmp_path / "one"
-    one_dl = _run(sb, "download", str(manifest), "--out", str(out), "--case", "case-00031")
-    assert one_dl.returncode == 0, one_dl.stderr
-    assert sorted(p.name for p in out.iterdir() if p.is_dir()) == ["case-00031"]
-    table = (out / "results.csv").read_text().splitlines()
-    assert [line.split(",")[0] for line in table[1:]] == [
-        "case-00030", "case-00031", "case-00032", "case-00033"]
-    assert table[4].startswith("case-00033,,Not submitted,json ages/00033.json,value 4.2")
-
-
-# --------------------------------------------------------------------------- wait
-
-
-def test_wait_returns_within_one_poll_interval_of_the_last_job(
-    tmp_path: Path, make_sandbox: Callable[..., RunningSandbox]
-) -> None:
-    # 6 s per job: long enough for wait (a new process) to be polling well before the end
-    phases = {"validating_seconds": 1.0, "queued_seconds": 1.0, "provisioned_seconds": 0.5,
-              "executing_seconds": 3.0, "executed_seconds": 0.5}
-    sb = make_sandbox(config=_config(**phases))
-    ages = [40, 41, 42, 43]
-    manifest = _study(tmp_path, ages)
-    jobs = _create_jobs(sb, ages[:2])
-    # the last job starts later, so it ends ~1.5 s after the others
-    time.sleep(1.5)
-    jobs += _create_jobs(sb, ages[2:])
-    last_end = time.time() + sum(phases.values())
-    _lock(manifest, sb, ages, jobs)
-
-    poll = 1.0
-    seq = _last_seq(sb)
-    start = time.time()
-    result = _run(sb, "wait", str(manifest), "--poll-interval", "1s", "--timeout", "60s")
-    returned = time.time()
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.splitlines()[0] == "4 cases: 4 Succeeded"
-    # the sandbox's request log (same clock) says when each poll happened
-    polls = [e["time"] for e in _api_requests(_log_since(sb, seq))
-             if e["path"].startswith("/api/v1/algorithms/jobs/")]
-    print(f"wait: {len(polls)} polls; the last {polls[-1] - last_end:.2f}s after the last job "
-          f"ended (poll interval {poll}s); exited {returned - last_end:.2f}s after it, "
-          f"{returned - start:.2f}s after it started")
-    assert len(polls) >= 3  # it really waited
-    assert polls[-1] >= last_end - 0.2  # the poll that saw the end came after it ...
-    assert polls[-1] - last_end <= poll + 1.0  # ... within one poll interval (+ request time)
-    assert returned - polls[-1] <= 2.0  # and wait exited right after that poll
-    saved = lockmod.load(lockmod.lockfile_path_for(manifest))
-    assert saved is not None
-    assert {e.job.status for e in saved.cases.values() if e.job} == {"Succeeded"}
-    # plain progress lines on a non-terminal stderr
-    assert "ended:" in result.stderr
-
-
-def test_wait_respects_the_timeout(
-    tmp_path: Path, make_sandbox: Callable[..., RunningSandbox]
-) -> None:
-    sb = make_sandbox(config=_config(executing_seconds=3600.0))
-    ages = [50, 51]
-    manifest = _study(tmp_path, ages)
-    _lock(manifest, sb, ages, _create_jobs(sb, ages))
-    start = time.time()
-    result = _run(sb, "wait", str(manifest), "--timeout", "2s", "--poll-interval", "1s", "--json")
-    elapsed = time.time() - start
-    assert result.returncode == 5, result.stderr
-    assert "timed out" in result.stderr
-    assert 2.0 <= elapsed <= 2.0 + 1.0 + 2.0  # deadline + one poll + start-up
-    data = json.loads(result.stdout)
-    assert data["timed_out"] is True and data["summary"]["counts"] == {"Executing": 2}
-    saved = lockmod.load(lockmod.lockfile_path_for(manifest))
-    assert saved is not None
-    assert {e.job.status for e in saved.cases.values() if e.job} == {"Executing"}
-
-
-def test_wait_ctrl_c_leaves_the_lockfile_consistent(
-    tmp_path: Path, make_sandbox: Callable[..., RunningSandbox]
-) -> None:
-    sb = make_sandbox(config=_config(executing_seconds=3600.0))
-    ages = [60, 61]
-    manifest = _study(tmp_path, ages)
-    lock_path = _lock(manifest, sb, ages, _create_jobs(sb, ages))
-    # as on a terminal: Ctrl-C delivered (a test run started in the background inherits
-    # SIGINT ignored, and Python keeps an ignored SIGINT ignored)
-    proc = subprocess.Popen(_cmd(sb, "wait", str(manifest), "--poll-interval", "1s"),
-                            env=_env(sb), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, cwd=ROOT,
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
-    try:
-        deadline = time.time() + 30
-        while time.time() < deadline:  # until the first poll was recorded
-            saved = lockmod.load(lock_path)
-            if saved and all(e.job and e.job.status == "Executing" for e in saved.cases.values()):
-                break
-            time.sleep(0.05)
-        time.sleep(0.3)
-        proc.send_signal(signal.SIGINT)
-        _, err = proc.communicate(timeout=20)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    assert proc.returncode == 130, err
-    saved = lockmod.load(lock_path)  # parses: consistent
-    assert saved is not None and len(saved.cases) == 2
-    # and the OS lock was released: status can record again
-    again = _run(sb, "status", str(manifest))
-    assert again.returncode == 0 and "not recorded" not in again.stderr
 
 
 # --------------------------------------------------------------------------- download
