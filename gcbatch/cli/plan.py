@@ -70,9 +70,12 @@ def plan(
     """Show what apply would do, case by case: + submit, ~ resubmit (which inputs
     changed), = unchanged, - orphan, ? in doubt, ! blocked, … needs server.
 
-    Online (with a token, or --sandbox) it also asks the server, with GETs only: current
-    job statuses, archive generators, the interface and socket-kind check (a mistyped
-    socket gets a "did you mean"), and a quota forecast. Offline (--offline, or no token,
+    Online (with a token, or --sandbox) it also asks the server: current job statuses,
+    archive generators, image: URLs you may see, the interface and socket-kind check (a
+    mistyped socket gets a "did you mean"), and a quota forecast, all with GETs; and,
+    when cases would be sent afresh, whether the server would run a job now at all (its
+    algorithm image ready, your credits) with ONE job POST without inputs, which the
+    platform refuses by construction (no interface matches it): it makes no job. Offline (--offline, or no token,
     whichever way the server was named): the manifest, the input files (hashes are
     cached) and the lockfile only.
 
