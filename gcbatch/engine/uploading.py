@@ -102,6 +102,11 @@ def not_sent_reason(run: RunContext) -> str:
                 "its finished uploads are kept for the next apply")
     if run.slots.stopped_by_credits:
         return "not submitted (out of credits)"
+    if run.slots.stop_reason == "not_ready":
+        # the platform's own words, so a script reading --json sees why
+        return ("not submitted: the server answers 'Algorithm image is not ready to be "
+                "used' for every job of this algorithm (until its editors make an image "
+                "active)")
     return "not submitted (stopped)"
 
 
