@@ -180,8 +180,8 @@ class FaultProxy:
             self._rng = random.Random(seed)
 
     def hold_answers(self, method: str, path: str) -> None:
-        """From now on, keep ``method path``'s answers from the client until
-        :meth:`release_answers`; then close its connection without them."""
+        """From now on, keep ``method path``'s successful (2xx) answers from the client
+        until :meth:`release_answers`; then close its connection without them."""
         with self._lock:
             self._holds.append((method.upper(), re.compile(path)))
             self._release.clear()
@@ -202,9 +202,12 @@ class FaultProxy:
             self._drops.clear()
         self.release_answers()
 
-    def _decide_hold(self, method: str, path: str) -> bool:
+    def _decide_hold(self, method: str, path: str, status: int) -> bool:
+        # only answers of requests the server carried out (2xx): a refusal (such as the
+        # readiness probe's 400, a job POST that can make no job) is let through
         with self._lock:
-            if any(m == method and p.fullmatch(path) for m, p in self._holds):
+            if 200 <= status < 300 and any(m == method and p.fullmatch(path)
+                                           for m, p in self._holds):
                 self._held += 1
                 return True
             return False
@@ -310,7 +313,7 @@ class _Handler(BaseHTTPRequestHandler):
                           dropped=True, body=b"")
             self._hang_up()
             return
-        hold = proxy._decide_hold(self.command, path)
+        hold = proxy._decide_hold(self.command, path, response.status)
         drop = hold or proxy._decide_drop(self.command, path)
         proxy._record(method=self.command, path=path, query=query, status=response.status,
                       dropped=drop, body=data)

@@ -113,7 +113,10 @@ def test_kill_9_while_job_post_answers_are_on_their_way(target: Target, tmp_path
     target.tune(max_active_jobs=1000)
     study = image_study(tmp_path, n, new_run_id())
     before = {j["pk"] for j in target.jobs(study.algorithm)}
-    args = ["apply", str(study.manifest), "--reconcile-wait", "60", "--concurrency", "4"]
+    # --max-active: POSTs go side by side at once (without it, admission's first probes go
+    # one at a time, and a held answer would hold the run at one POST)
+    args = ["apply", str(study.manifest), "--reconcile-wait", "60", "--concurrency", "4",
+            "--max-active", "16"]
     with target.proxy(tmp_path / "proxy") as proxy:
         proxy.hold_answers("POST", "/api/v1/algorithms/jobs/")
         proc = start_cli(target, args, tmp_path, tmp_path / "run1.log", proxy=proxy)

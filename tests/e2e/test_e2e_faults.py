@@ -77,7 +77,9 @@ def test_a_file_case_whose_answer_was_lost_is_found_by_its_stored_file_name(
     ours = _file_study(tmp_path / "ours", f"ours-{run}", content)
     wait = "60" if not target.is_live else "900"  # a file attaches when it is validated
     with target.proxy(tmp_path / "proxy") as proxy:
-        proxy.drop_answers("POST", "/api/v1/algorithms/jobs/", times=1)
+        # two: the readiness probe before the upload (a job POST refused by construction)
+        # and our one job POST
+        proxy.drop_answers("POST", "/api/v1/algorithms/jobs/", times=2)
         result = run_cli(target, ["apply", str(ours), "--json", "--reconcile-wait", wait,
                                   *answer_window(target)], tmp_path, proxy=proxy)
         lost = [e for e in proxy.dropped() if e.status == 201]

@@ -98,7 +98,9 @@ def test_status_exit_codes_case_filter_and_one_case_download(
     (tmp_path / "later.json").rename(last)
     waited = run_cli(target, ["wait", str(manifest), "--timeout", "20m", "--poll-interval",
                               "2s"], tmp_path)
-    assert waited.returncode == 0, waited.stderr[-3000:]
+    # every submitted job ended, but a case has no job yet: exit 1, saying so (issue 18)
+    assert waited.returncode == 1, waited.stderr[-3000:]
+    assert "1 case(s) have no job yet" in waited.stderr
 
     result = run_cli(target, ["status", str(manifest)], tmp_path)
     assert result.returncode == 0, result.stderr
@@ -138,7 +140,9 @@ def test_failed_jobs_make_status_and_wait_exit_1_and_show_in_the_table(
         out = tmp_path / "results"
         downloaded = run_cli(target, ["download", str(manifest), "--out", str(out)], tmp_path,
                              proxy=proxy)
-    assert downloaded.returncode == 0, downloaded.stderr
+    # jobs that ended without results and never will: exit 1, saying so (issue 18)
+    assert downloaded.returncode == 1, downloaded.stderr
+    assert "ended without results" in downloaded.stderr
     rows = list(csv.DictReader(io.StringIO((out / "results.csv").read_text())))
     assert sorted(r["case_id"] for r in rows) == sorted(cases)
     assert {r["status"] for r in rows} == {"Failed"}
