@@ -301,8 +301,12 @@ def test_low_upload_quotas_pause_and_every_case_still_gets_its_job(
     refused_size = [r for r in log if r["path"].endswith("/generate-presigned-urls/")
                      and r["status"] == 403]
     # the quotas set were met (else this test would prove nothing)
-    assert bool(refused_count) == (live is not None)
-    assert bool(refused_size) == (images is not None)
+    if live is not None and images is not None:
+        # both set: which one bites first depends on timing, but one must
+        assert refused_count or refused_size
+    else:
+        assert bool(refused_count) == (live is not None)
+        assert bool(refused_size) == (images is not None)
     assert uploads(sb)[1] == 20  # one upload per case: none aborted and made again
     pauses = [e for e in events if type(e).__name__ == "UploadsPaused"]
     # one pause per burst of refusals, never one per refused worker
