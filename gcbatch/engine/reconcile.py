@@ -327,11 +327,10 @@ class Reconciler:
         ``recent``: only the newest jobs (right after our own POST, the job it may have
         made is among them); otherwise every job of the algorithm (cached until refresh).
         """
-        if jobs is not None:
-            pass  # read once for several cases (the parking lot's rounds)
-        elif recent and self._list_recent is not None:
+        # ``jobs`` given: read once for several cases (the parking lot's rounds)
+        if jobs is None and recent and self._list_recent is not None:
             jobs = tuple(self._list_recent())
-        else:
+        elif jobs is None:
             jobs = self.jobs(refresh=refresh)
         named: dict[str, frozenset[str]] = {}
         for item in sent.inputs:

@@ -10,6 +10,7 @@ peak resident memory of the server process (``VmHWM``) is read from ``/proc``.
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import sys
 import threading
@@ -58,13 +59,11 @@ def _attack(port: int, head: str, result: dict[str, Any]) -> None:
         block = f"{MIB:x}\r\n".encode() + block + b"\r\n"
     sent = 0
     with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
-        try:
+        with contextlib.suppress(OSError):  # the server closed: what we wanted
             sock.sendall(head.encode())
             while sent < GIB:
                 sock.sendall(block)
                 sent += MIB
-        except OSError:
-            pass  # the server closed: what we wanted
         result["sent"] = sent
         try:
             result["answer"] = sock.recv(200)
