@@ -5,7 +5,9 @@ Pure: jobs are built here; image names are given as the server would tell them.
 
 from __future__ import annotations
 
-from gcbatch.api.models import Job, Socket, SocketValue
+from fake_jobs import make_job
+
+from gcbatch.api.models import Job
 from gcbatch.engine.ownership import (
     Candidate,
     Relation,
@@ -17,24 +19,9 @@ from gcbatch.engine.ownership import (
 )
 from gcbatch.engine.sent import Sent, SentFile, SentInput, Stage
 
-BASE = "http://127.0.0.1:1/api/v1/"
-
 
 def job(pk: str, status: str = "Queued", **inputs: object) -> Job:
-    values = []
-    for slug, raw in inputs.items():
-        slug = slug.replace("_", "-")
-        if isinstance(raw, tuple) and raw[0] == "image":
-            values.append(SocketValue(socket_slug=slug, socket=Socket(slug, super_kind="Image"),
-                                      image=f"{BASE}cases/images/{raw[1]}/"))
-        elif isinstance(raw, tuple) and raw[0] == "file":
-            values.append(SocketValue(socket_slug=slug, socket=Socket(slug, super_kind="File"),
-                                      file=f"{BASE}media/x/{raw[1]}"))
-        else:
-            values.append(SocketValue(socket_slug=slug, socket=Socket(slug, super_kind="Value"),
-                                      value=raw))
-    return Job(pk=pk, api_url=f"{BASE}algorithms/jobs/{pk}/", status=status,
-               inputs=tuple(values))
+    return make_job(pk, status, file_dir="media/x/", **inputs)
 
 
 IMAGE = Sent(attempt="a2", stage=Stage.POST, inputs=(

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from gcbatch.api.models import Job, Socket, SocketValue
+from fake_jobs import make_job
+
+from gcbatch.api.models import Job
 from gcbatch.api.server_view import ServerView
 from gcbatch.engine.reconcile import (
     Adopt,
@@ -20,24 +22,9 @@ from gcbatch.engine.reconcile import (
 from gcbatch.engine.sent import Sent, SentFile, SentInput, Stage
 from gcbatch.errors import NotFoundError
 
-BASE = "http://127.0.0.1:1/api/v1/"
-
 
 def job(pk: str, status: str = "Queued", **inputs: object) -> Job:
-    values = []
-    for slug, raw in inputs.items():
-        slug = slug.replace("_", "-")
-        if isinstance(raw, tuple) and raw[0] == "image":
-            values.append(SocketValue(socket_slug=slug, socket=Socket(slug, super_kind="Image"),
-                                      image=f"{BASE}cases/images/{raw[1]}/"))
-        elif isinstance(raw, tuple) and raw[0] == "file":
-            values.append(SocketValue(socket_slug=slug, socket=Socket(slug, super_kind="File"),
-                                      file=f"{BASE}media/{raw[1]}"))
-        else:
-            values.append(SocketValue(socket_slug=slug, socket=Socket(slug, super_kind="Value"),
-                                      value=raw))
-    return Job(pk=pk, api_url=f"{BASE}algorithms/jobs/{pk}/", status=status,
-               inputs=tuple(values))
+    return make_job(pk, status, file_dir="media/", **inputs)
 
 
 VALUES = Sent(attempt="a1", stage=Stage.POST, inputs=(
